@@ -1,0 +1,278 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/pln-mesh/pln/oplog"
+	"github.com/pln-mesh/pln/reducers"
+)
+
+// OpResult reports an op this node authored.
+type OpResult struct {
+	ID   oplog.ID   `json:"id"`
+	Kind string     `json:"kind"`
+	HLC  oplog.HLC  `json:"hlc"`
+	Fell []oplog.ID `json:"fell,omitempty"` // for a deny: what stopped counting with it
+}
+
+func result(op *oplog.Op) *OpResult {
+	return &OpResult{ID: op.ID(), Kind: op.Kind.String(), HLC: op.HLC}
+}
+
+// GrantRequest admits a key.
+type GrantRequest struct {
+	Subject string            `json:"subject"`
+	Tier    string            `json:"tier"`
+	Props   map[string]string `json:"props,omitempty"`
+	TTL     time.Duration     `json:"ttl,omitempty"` // 0: never expires
+}
+
+// DenyRequest revokes a key. By default the subject's grants, denies, seeds
+// and services stay valid (the keep set): the deny takes effect from now on.
+// Cascade drops them too, and everything that depended on them.
+type DenyRequest struct {
+	Subject string `json:"subject"`
+	Reason  string `json:"reason,omitempty"`
+	Cascade bool   `json:"cascade,omitempty"`
+}
+
+// InviteRequest makes a token. Without a subject, the token carries a fresh
+// invite key that admits whoever redeems it first.
+type InviteRequest struct {
+	Subject string            `json:"subject,omitempty"`
+	Tier    string            `json:"tier"`
+	Props   map[string]string `json:"props,omitempty"`
+	TTL     time.Duration     `json:"ttl"`
+}
+
+// InviteResult is the token and what it admits.
+type InviteResult struct {
+	Token   string        `json:"token"`
+	Tier    reducers.Tier `json:"tier"`
+	Expires oplog.HLC     `json:"expires"`
+	Subject oplog.Key     `json:"subject"`
+}
+
+// DefaultInviteTTL is how long an invite is valid unless told otherwise.
+const DefaultInviteTTL = time.Hour
+
+func init() {
+	register("grant", grant)
+	register("deny", deny)
+	register("invite", invite)
+}
+
+func grant(_ context.Context, n *Node, r GrantRequest) (*OpResult, error) {
+	subject, err := oplog.ParseKey(r.Subject)
+	if err != nil {
+		return nil, err
+	}
+	tier, err := parseNodeTier(r.Tier)
+	if err != nil {
+		return nil, err
+	}
+	g := &reducers.Grant{Subject: subject, Tier: tier, Props: r.Props}
+	if r.TTL > 0 {
+		g.Expires = oplog.HLCAt(n.cfg.Now().Add(r.TTL))
+	}
+	op, err := n.Author(g)
+	if err != nil {
+		return nil, err
+	}
+	return result(op), nil
+}
+
+func parseNodeTier(s string) (reducers.Tier, error) {
+	if s == "" {
+		return reducers.TierMember, nil
+	}
+	t, err := reducers.ParseTier(s)
+	if err == nil && !t.Node() {
+		err = fmt.Errorf("tier %q cannot be granted directly; use member, publisher or admin ('pln invite' makes invite keys)", s)
+	}
+	return t, err
+}
+
+func deny(_ context.Context, n *Node, r DenyRequest) (*OpResult, error) {
+	subject, err := oplog.ParseKey(r.Subject)
+	if err != nil {
+		return nil, err
+	}
+	d := &reducers.Deny{Subject: subject, Reason: r.Reason}
+	if !r.Cascade {
+		if d.Keep, err = n.keepSet(subject); err != nil {
+			return nil, err
+		}
+	}
+	op, err := n.Author(d)
+	if err != nil {
+		return nil, err
+	}
+	res := result(op)
+	for _, e := range n.audit() {
+		if e.Op == op.ID() {
+			res.Fell = e.Fell
+		}
+	}
+	return res, nil
+}
+
+// keepSet lists the subject's ops a deny keeps by default: everything it
+// authored that others may depend on (grants, denies, seeds, services).
+func (n *Node) keepSet(subject oplog.Key) ([]oplog.ID, error) {
+	var keep []oplog.ID
+	err := n.store.ForEachArrival(1, func(_ uint64, op *oplog.Op) error {
+		switch op.Kind {
+		case oplog.KindGrant, oplog.KindDeny, oplog.KindSeed, oplog.KindServe:
+			if op.Author == subject {
+				keep = append(keep, op.ID())
+			}
+		}
+		return nil
+	})
+	if len(keep) > reducers.MaxKeep {
+		return nil, fmt.Errorf("%s authored %d ops, more than one deny can keep (%d); deny with --cascade to drop them all", subject.Short(), len(keep), reducers.MaxKeep)
+	}
+	return keep, err
+}
+
+func invite(_ context.Context, n *Node, r InviteRequest) (*InviteResult, error) {
+	tier, err := parseNodeTier(r.Tier)
+	if err != nil {
+		return nil, err
+	}
+	if r.TTL <= 0 {
+		r.TTL = DefaultInviteTTL
+	}
+	expires := oplog.HLCAt(n.cfg.Now().Add(r.TTL))
+	var g *reducers.Grant
+	var inviteKey ed25519.PrivateKey
+	if r.Subject != "" {
+		subject, err := oplog.ParseKey(r.Subject)
+		if err != nil {
+			return nil, err
+		}
+		g = &reducers.Grant{Subject: subject, Tier: tier, Props: r.Props}
+	} else {
+		if _, inviteKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
+		g = &reducers.Grant{Subject: oplog.KeyOf(inviteKey), Tier: reducers.TierInvite, Confers: tier, Props: r.Props, Expires: expires}
+	}
+	op, err := n.Author(g)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.token(op, inviteKey)
+	if err != nil {
+		return nil, err
+	}
+	return &InviteResult{Token: t.Encode(), Tier: tier, Expires: expires, Subject: g.Subject}, nil
+}
+
+// token assembles a token around grant: the genesis and the grants that
+// chain its author to the root.
+func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, error) {
+	v := n.View()
+	t := &Token{Cluster: n.cluster, Name: v.Name, InviteKey: inviteKey, Addrs: n.Addrs()}
+	var err error
+	if t.Genesis, _, err = n.store.Get(v.Members[v.Root].Grant); err != nil {
+		return nil, fmt.Errorf("genesis: %w", err)
+	}
+	chain := []*oplog.Op{grant}
+	for k := grant.Author; k != v.Root; {
+		m := v.Member(k)
+		if m == nil || len(chain) > 32 {
+			return nil, fmt.Errorf("cannot chain %s to the root", k.Short())
+		}
+		op, _, err := n.store.Get(m.Grant)
+		if err != nil {
+			return nil, fmt.Errorf("grant of %s: %w", k.Short(), err)
+		}
+		chain = append([]*oplog.Op{op}, chain...)
+		k = op.Author
+	}
+	t.Chain = chain
+	return t, nil
+}
+
+// Addrs returns where this node can be reached; empty until the mesh runs.
+func (n *Node) Addrs() []string { return nil }
+
+// EnrollResult reports a join.
+type EnrollResult struct {
+	Node    oplog.Key       `json:"node"`
+	Cluster oplog.ClusterID `json:"cluster"`
+	Name    string          `json:"cluster_name"`
+	Tier    reducers.Tier   `json:"tier"`
+	Addrs   []string        `json:"addrs"`
+}
+
+// Enroll makes cfg.Dir a member of the token's cluster: it stores the token's
+// ops and, for an invite, signs the one grant the invite key may make, for
+// this node's key. name, if set, becomes the node's "name" property unless
+// the invite fixes one.
+func Enroll(cfg Config, t *Token, name string) (*Node, *EnrollResult, error) {
+	cfg = cfg.withDefaults()
+	if err := t.Fresh(cfg.Now()); err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(cfg.Dir, StoreFile)
+	if n, err := Open(cfg); err == nil {
+		defer n.Close()
+		if n.cluster != t.Cluster {
+			return nil, nil, tokenErr("is for cluster %q (%s) but %s belongs to cluster %s; use another --dir", t.Name, t.Cluster.Short(), cfg.Dir, n.cluster.Short())
+		}
+		return nil, nil, failf(ErrHasCluster, "%s is already a member of cluster %q; just run 'pln up'", cfg.Dir, t.Name)
+	}
+	if err := refuseExisting(cfg.Dir, path); err != nil {
+		return nil, nil, err
+	}
+	key, err := NodeKey(cfg.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	self := oplog.KeyOf(key)
+	g := t.Grant()
+	ops := append([]*oplog.Op{t.Genesis}, t.Chain...)
+	if t.InviteKey == nil && g.Subject != self {
+		return nil, nil, tokenErr("is for key %s, not this node (%s); ask for an invite for the key 'pln id' prints here", g.Subject.Short(), self.Short())
+	}
+	if t.InviteKey != nil {
+		props := map[string]string{}
+		for k, v := range g.Props {
+			props[k] = v
+		}
+		if _, fixed := props["name"]; !fixed {
+			if name == "" {
+				name = hostName()
+			}
+			props["name"] = name
+		}
+		at := oplog.HLCAt(cfg.Now())
+		if last := t.Chain[len(t.Chain)-1].HLC; at <= last {
+			at = last + 1
+		}
+		redeem, err := signBody(t.Cluster, t.InviteKey, at, &reducers.Grant{Subject: self, Tier: g.Confers, Props: props})
+		if err != nil {
+			return nil, nil, err
+		}
+		ops = append(ops, redeem)
+	}
+	// Check before writing anything: a token that does not admit this node
+	// leaves the directory as it was.
+	v := reducers.Fold(t.Cluster, ops, oplog.HLCAt(cfg.Now()))
+	if !v.Active(self, oplog.HLCAt(cfg.Now())) {
+		return nil, nil, tokenErr("does not admit this node (already redeemed, or its issuer lost the right); ask for a new one")
+	}
+	n, err := create(cfg, key, t.Cluster, path, ops...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, &EnrollResult{Node: self, Cluster: t.Cluster, Name: t.Name, Tier: v.Member(self).Tier, Addrs: t.Addrs}, nil
+}

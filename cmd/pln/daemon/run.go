@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pln-mesh/pln/reducers"
+)
+
+// CompactInterval is how often a running node deletes superseded ops that
+// have outlived the retention window.
+const CompactInterval = time.Minute
+
+// Run runs the node in cfg.Dir until ctx is done: it creates a cluster if the
+// directory has none, serves the control socket, and reports its load. ready,
+// if not nil, is called once the socket answers.
+func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
+	cfg = cfg.withDefaults()
+	n, err := Open(cfg)
+	if errors.Is(err, ErrNoCluster) {
+		if n, err = Init(cfg, InitOptions{}); err == nil {
+			cfg.Logger.Info("created a new cluster", "dir", cfg.Dir, "cluster", n.cluster.Short(), "node", n.self.Short())
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+
+	// We hold the store's lock, so no other node runs here and a socket
+	// file left behind by a crash is safe to replace.
+	sock := filepath.Join(cfg.Dir, SocketFile)
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer os.Remove(sock)
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	srv := &http.Server{Handler: serveControl(n), ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.Logger.Error("control socket stopped", "err", err)
+			cancel()
+		}
+	})
+	wg.Go(func() { n.reportLoad(ctx) })
+	wg.Go(func() { n.compactLoop(ctx) })
+
+	cfg.Logger.Info("node up", "dir", cfg.Dir, "node", n.self.Short(), "cluster", n.cluster.Short())
+	if ready != nil {
+		ready(n)
+	}
+	<-ctx.Done()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	srv.Shutdown(shutdownCtx)
+	wg.Wait()
+	cfg.Logger.Info("node down", "node", n.self.Short())
+	return nil
+}
+
+// reportLoad appends a load op every load interval: it is the node's
+// heartbeat as well as its figures.
+func (n *Node) reportLoad(ctx context.Context) {
+	for {
+		v := n.View()
+		if m := v.Member(n.self); m.Active(n.nowHLC()) && m.Tier.Node() {
+			h := sampleHost()
+			l := &reducers.Load{Node: n.self, CPUMilli: h.cpuMilli, CPUUsedMilli: h.cpuUsedMilli, MemBytes: h.memBytes, MemUsedBytes: h.memUsedBytes, Addrs: n.Addrs()}
+			if _, err := n.Author(l); err != nil {
+				n.log.Warn("load report", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(v.Params.LoadIntervalMillis) * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) compactLoop(ctx context.Context) {
+	t := time.NewTicker(CompactInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if removed, err := n.Compact(); err != nil {
+				n.log.Warn("compaction", "err", err)
+			} else if removed > 0 {
+				n.log.Info("compacted superseded ops", "removed", removed)
+			}
+		}
+	}
+}
