@@ -31,7 +31,8 @@ type Op struct {
 	Body   []byte
 	Sig    [ed25519.SignatureSize]byte
 
-	id ID // set by Sign and Decode; zero for ops built by hand
+	id  ID     // set by Sign and Decode; zero for ops built by hand
+	raw []byte // the canonical encoding, set by Sign and Decode
 }
 
 // unsigned is the part of an op that its ID and signature cover.
@@ -109,12 +110,14 @@ func Sign(cluster ClusterID, priv ed25519.PrivateKey, kind Kind, hlc HLC, body [
 	}
 	copy(op.Sig[:], ed25519.Sign(priv, signedMessage(cluster, msg)))
 	op.id = sha256.Sum256(msg)
+	op.raw = op.encode()
 	return op, nil
 }
 
 // Verify checks the op's signature against its author and cluster.
 func (o *Op) Verify(cluster ClusterID) error {
-	msg, err := o.unsignedBytes()
+	// From the fields, not cached bytes: what is checked is what is used.
+	msg, err := o.marshalUnsigned()
 	if err != nil {
 		return err
 	}
@@ -137,8 +140,16 @@ func (o *Op) ID() ID {
 	return sha256.Sum256(msg)
 }
 
-// Bytes returns the op's canonical encoding.
+// Bytes returns the op's canonical encoding. The slice is shared: do not
+// modify it.
 func (o *Op) Bytes() []byte {
+	if o.raw != nil {
+		return o.raw
+	}
+	return o.encode()
+}
+
+func (o *Op) encode() []byte {
 	b, err := encMode.Marshal(o)
 	if err != nil {
 		panic(err) // a valid Op always encodes
@@ -152,32 +163,34 @@ func Decode(b []byte) (*Op, error) {
 	if len(b) > MaxOpBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxOpBytes)
 	}
-	op := new(Op)
-	if err := decMode.Unmarshal(b, op); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	op, err := parse(b)
+	if err != nil {
+		return nil, err
 	}
-	if op.V != Version {
-		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, op.V, Version)
-	}
-	if !op.Kind.Valid() {
-		return nil, fmt.Errorf("%w: %d", ErrKind, op.Kind)
-	}
-	// A null body decodes to nil and re-encodes to null, so the check below
-	// would pass it; but Sign never writes null, and rewriting it to an empty
-	// body here would change the op's bytes, ID and signed message.
-	if op.Body == nil {
-		return nil, fmt.Errorf("%w: body is null, not a byte string", ErrNonCanonical)
-	}
-	// One op, one encoding: catches non-minimal integers and lengths, short
-	// byte strings padded into fixed arrays and every other alias.
-	if !bytes.Equal(op.Bytes(), b) {
-		return nil, ErrNonCanonical
-	}
-	op.id = op.ID()
+	op.raw = bytes.Clone(b)
+	msg, _ := op.unsignedBytes()
+	op.id = sha256.Sum256(msg)
 	return op, nil
 }
 
+// sigTail is the length of the encoded signature that ends every op: a byte
+// string head (0x58 0x40) and 64 bytes.
+const sigTail = 2 + ed25519.SignatureSize
+
 func (o *Op) unsignedBytes() ([]byte, error) {
+	if o.raw != nil {
+		// The canonical op is the 6-array [v, kind, author, hlc, body, sig];
+		// the unsigned part is the 5-array of the same fields, so its encoding
+		// is the op's with the array head 0x86 made 0x85 and the sig cut off.
+		msg := make([]byte, len(o.raw)-sigTail)
+		copy(msg, o.raw[:len(o.raw)-sigTail])
+		msg[0] = 0x85
+		return msg, nil
+	}
+	return o.marshalUnsigned()
+}
+
+func (o *Op) marshalUnsigned() ([]byte, error) {
 	return encMode.Marshal(unsigned{V: o.V, Kind: o.Kind, Author: o.Author, HLC: o.HLC, Body: o.Body})
 }
 

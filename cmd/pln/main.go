@@ -28,6 +28,7 @@ type CLI struct {
 	Globals
 
 	Up      UpCmd      `cmd:"" help:"Run the node in the foreground (creates a cluster if the directory has none)."`
+	Down    DownCmd    `cmd:"" help:"Stop the running node."`
 	Init    InitCmd    `cmd:"" help:"Create a new cluster with this node as its first admin."`
 	Join    JoinCmd    `cmd:"" help:"Join a cluster with a token from 'pln invite'."`
 	ID      IDCmd      `cmd:"" name:"id" help:"Print this node's public key (creating it if needed)."`

@@ -19,6 +19,25 @@ func (c *UpCmd) Run(ctx context.Context, g *Globals) error {
 	return daemon.Run(ctx, cfg, nil)
 }
 
+// DownCmd stops the running node.
+type DownCmd struct{}
+
+func (c *DownCmd) Run(ctx context.Context, g *Globals) error {
+	conn, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if !conn.Running() {
+		return fmt.Errorf("no node is running in %s", g.Dir)
+	}
+	if _, err := daemon.Call[struct{}](ctx, conn, "down", struct{}{}); err != nil {
+		return err
+	}
+	// The node answers before it stops; wait until its socket is gone.
+	return daemon.WaitDown(ctx, g.config())
+}
+
 // InitCmd creates a cluster.
 type InitCmd struct {
 	Name  string   `help:"Name of the new cluster." default:"pln"`

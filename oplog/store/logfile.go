@@ -46,10 +46,10 @@ type LogHeader struct {
 
 // logHeaderWire is LogHeader as encoded.
 type logHeaderWire struct {
-	Format  string `cbor:"format"`
-	Cluster []byte `cbor:"cluster"`
-	Node    []byte `cbor:"node"`
-	Count   uint64 `cbor:"count"`
+	Format  string  `cbor:"format"`
+	Cluster []byte  `cbor:"cluster"`
+	Node    []byte  `cbor:"node"`
+	Count   *uint64 `cbor:"count"` // a pointer, so a missing count is an error, not zero
 }
 
 var logEnc, logDec = func() (cbor.EncMode, cbor.DecMode) {
@@ -85,7 +85,7 @@ type LogWriter struct {
 
 // NewLogWriter writes the header of a log of h.Count ops to w.
 func NewLogWriter(w io.Writer, h LogHeader) (*LogWriter, error) {
-	hdr, err := logEnc.Marshal(logHeaderWire{Format: logFormat, Cluster: h.Cluster[:], Node: h.Node[:], Count: h.Count})
+	hdr, err := logEnc.Marshal(logHeaderWire{Format: logFormat, Cluster: h.Cluster[:], Node: h.Node[:], Count: &h.Count})
 	if err != nil {
 		return nil, fmt.Errorf("write log header: %w", err)
 	}
@@ -243,6 +243,14 @@ func NewLogReader(r io.Reader) (*LogReader, error) {
 	if peek[0]>>5 != 5 { // major type 5: map
 		return nil, &LogError{Msg: fmt.Sprintf("not a pln log file: it does not start with a header map (first byte 0x%02x)", peek[0])}
 	}
+	// The format first, alone: a newer format may change the other fields,
+	// and deserves "upgrade pln" rather than "unreadable".
+	var f struct {
+		Format string `cbor:"format"`
+	}
+	if _, err := logDec.UnmarshalFirst(peek, &f); err == nil && f.Format != logFormat {
+		return nil, &LogError{Msg: formatProblem(f.Format)}
+	}
 	var w logHeaderWire
 	rest, err := logDec.UnmarshalFirst(peek, &w)
 	if err != nil {
@@ -258,9 +266,12 @@ func NewLogReader(r io.Reader) (*LogReader, error) {
 		return nil, &LogError{Msg: fmt.Sprintf("not a pln log file: header cluster is %d bytes and node %d, want %d and %d",
 			len(w.Cluster), len(w.Node), len(oplog.ClusterID{}), len(oplog.Key{}))}
 	}
+	if w.Count == nil {
+		return nil, &LogError{Msg: "not a pln log file: header has no count"}
+	}
 	copy(lr.h.Cluster[:], w.Cluster)
 	copy(lr.h.Node[:], w.Node)
-	lr.h.Count = w.Count
+	lr.h.Count = *w.Count
 	n := len(peek) - len(rest)
 	lr.br.Discard(n) // cannot fail: the bytes are buffered
 	lr.off = int64(n)

@@ -223,13 +223,15 @@ func TestLogHeaderProblems(t *testing.T) {
 		file []byte
 		want string
 	}{
-		"empty":        {nil, "not a pln log file"},
-		"text":         {[]byte("hello\n"), "not a pln log file"},
-		"cbor array":   {enc([]int{1, 2}), "not a pln log file"},
-		"other format": {enc(logHeaderWire{Format: "tar", Cluster: zero, Node: zero}), `not a pln log file: format "tar"`},
-		"newer format": {enc(logHeaderWire{Format: "pln-log/2", Cluster: zero, Node: zero}), "log format pln-log/2 is newer than this build"},
-		"short key":    {enc(logHeaderWire{Format: logFormat, Cluster: zero[:5], Node: zero}), "not a pln log file"},
-		"cut header":   {enc(logHeaderWire{Format: logFormat, Cluster: zero, Node: zero})[:40], "cut short"},
+		"empty":              {nil, "not a pln log file"},
+		"text":               {[]byte("hello\n"), "not a pln log file"},
+		"cbor array":         {enc([]int{1, 2}), "not a pln log file"},
+		"other format":       {enc(logHeaderWire{Format: "tar", Cluster: zero, Node: zero}), `not a pln log file: format "tar"`},
+		"newer format":       {enc(logHeaderWire{Format: "pln-log/2", Cluster: zero, Node: zero}), "log format pln-log/2 is newer than this build"},
+		"short key":          {enc(logHeaderWire{Format: logFormat, Cluster: zero[:5], Node: zero}), "not a pln log file"},
+		"cut header":         {enc(logHeaderWire{Format: logFormat, Cluster: zero, Node: zero, Count: new(uint64)})[:40], "cut short"},
+		"newer, other shape": {enc(map[string]any{"format": "pln-log/3", "count": "many"}), "log format pln-log/3 is newer"},
+		"no count":           {enc(logHeaderWire{Format: logFormat, Cluster: zero, Node: zero}), "no count"},
 		"oversized header": {append(enc(map[string]any{"format": logFormat, "pad": strings.Repeat("x", 2*maxHeaderBytes)}), 0x40),
 			"not a pln log file"},
 	} {

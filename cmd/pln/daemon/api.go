@@ -194,3 +194,25 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
 }
+
+// WaitDown waits until no node answers on cfg.Dir's socket.
+func WaitDown(ctx context.Context, cfg Config) error {
+	sock := filepath.Join(cfg.Dir, SocketFile)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		if c, err := dialSocket(sock); err != nil {
+			return nil
+		} else {
+			c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("the node in %s is still running 10s after being told to stop", cfg.Dir)
+		case <-t.C:
+		}
+	}
+}

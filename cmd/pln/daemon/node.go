@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -64,6 +65,8 @@ type Node struct {
 	// recorded position replays to the view it was decided from.
 	ingestMu sync.Mutex
 	authorMu sync.Mutex // one op authored at a time: check, sign and store in order
+
+	stop context.CancelFunc // set by Run: stops the running node
 }
 
 func noCluster(dir string) error {
@@ -98,7 +101,7 @@ func openStore(cfg Config, path string) (*store.Store, error) {
 	opts.NoSync = cfg.NoSync
 	st, err := store.Open(path, opts)
 	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%w (stop it with Ctrl-C, or point --dir elsewhere)", err)
+		return nil, &userError{kind: err, msg: fmt.Sprintf("a node is already running in %s (stop it with 'pln down' or Ctrl-C, or use another --dir)", cfg.Dir)}
 	}
 	return st, err
 }

@@ -51,6 +51,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	n.stop = cancel
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -72,6 +73,17 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 	wg.Wait()
 	cfg.Logger.Info("node down", "node", n.self.Short())
 	return nil
+}
+
+func init() { register("down", down) }
+
+// down stops a running node; it answers before the node is gone.
+func down(_ context.Context, n *Node, _ struct{}) (struct{}, error) {
+	if n.stop == nil {
+		return struct{}{}, fmt.Errorf("no node is running in %s", n.cfg.Dir)
+	}
+	n.stop()
+	return struct{}{}, nil
 }
 
 // reportLoad appends a load op every load interval: it is the node's
