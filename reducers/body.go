@@ -125,11 +125,11 @@ const (
 // are the view position it decided from: how many ops its log held and the
 // digest of the view they folded to, so that replay can check the decision.
 type Claim struct {
-	Node   oplog.Key `cbor:"1,keyasint" json:"node"`
-	Seed   string    `cbor:"2,keyasint" json:"seed"`
+	Node   oplog.Key    `cbor:"1,keyasint" json:"node"`
+	Seed   string       `cbor:"2,keyasint" json:"seed"`
 	Digest oplog.Digest `cbor:"3,keyasint" json:"digest"`
-	State  string    `cbor:"4,keyasint" json:"state"`
-	Seq    uint64    `cbor:"5,keyasint,omitempty" json:"seq,omitempty"`
+	State  string       `cbor:"4,keyasint" json:"state"`
+	Seq    uint64       `cbor:"5,keyasint,omitempty" json:"seq,omitempty"`
 	View   oplog.Digest `cbor:"6,keyasint,omitempty" json:"view,omitempty"`
 }
 

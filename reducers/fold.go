@@ -45,7 +45,7 @@ type Folder struct {
 	frontier oplog.HLC
 	ops      int
 
-	track      bool      // whether to record superseded ops (a node does; Fold does not)
+	track      bool       // whether to record superseded ops (a node does; Fold does not)
 	superseded []oplog.ID // loads and claims replaced since the last TakeSuperseded
 
 	view *View // cached until the next change
