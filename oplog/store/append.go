@@ -94,8 +94,8 @@ func (s *Store) prepare(ops []*oplog.Op) (*appendReq, error) {
 		case !op.Kind.Valid():
 			return nil, bad("unknown kind %d", op.Kind)
 		case op.Body == nil:
-			// A nil body encodes as CBOR null but decodes as an empty body,
-			// which would give the op a different ID when read back.
+			// Only a hand-built op can have one (Sign stores an empty body):
+			// it encodes as CBOR null, which Decode refuses on the way back.
 			return nil, bad("nil body (use an empty one)")
 		}
 		raw := op.Bytes()
