@@ -134,11 +134,13 @@ type Claim struct {
 }
 
 // Coord is a network coordinate (Vivaldi: a 2-D position plus a height for
-// the access link), in microseconds of round-trip time.
+// the access link), in microseconds of round-trip time, with the node's own
+// estimate of its error.
 type Coord struct {
-	X int64 `cbor:"1,keyasint,omitempty" json:"x"`
-	Y int64 `cbor:"2,keyasint,omitempty" json:"y"`
-	H int64 `cbor:"3,keyasint,omitempty" json:"h"`
+	X       int64 `cbor:"1,keyasint,omitempty" json:"x"`
+	Y       int64 `cbor:"2,keyasint,omitempty" json:"y"`
+	H       int64 `cbor:"3,keyasint,omitempty" json:"h"`
+	ErrorPM int64 `cbor:"4,keyasint,omitempty" json:"error_pm"` // relative error, per mille
 }
 
 // SeedLoad is one node's figures for one seed.
@@ -306,10 +308,41 @@ func (l *Load) Validate() error {
 		return fmt.Errorf("load lists %d cached digests; at most %d", len(l.Cached), MaxLoadCached)
 	case len(l.Addrs) > MaxLoadAddrs:
 		return fmt.Errorf("load lists %d addresses; at most %d", len(l.Addrs), MaxLoadAddrs)
-	case l.CPUMilli < 0 || l.CPUUsedMilli < 0 || l.MemBytes < 0 || l.MemUsedBytes < 0 || l.InFlight < 0 || l.SaturationPM < 0:
-		return fmt.Errorf("load has a negative figure")
+	case !inRange(maxFigure, l.CPUMilli, l.CPUUsedMilli, l.InFlight, l.SaturationPM) || !inRange(maxBytes, l.MemBytes, l.MemUsedBytes):
+		return fmt.Errorf("load has a negative figure, or one out of range")
+	case !inRange(maxCoordMicros, l.Coord.H, l.Coord.ErrorPM) || !inRange(maxCoordMicros, abs64(l.Coord.X), abs64(l.Coord.Y)):
+		return fmt.Errorf("load has a coordinate out of range (±%d µs, height and error ≥ 0)", int64(maxCoordMicros))
+	}
+	for name, s := range l.Seeds {
+		if !inRange(maxFigure, s.DemandMilliCPS, s.ServedMilliCPS, s.LatencyMicros, s.SaturationPM) {
+			return fmt.Errorf("load for seed %q has a figure that is negative or beyond %d", name, int64(maxFigure))
+		}
 	}
 	return nil
+}
+
+// Bounds on load figures, so that sums over a million nodes, and squared
+// distances, stay inside int64 whatever a member reports.
+const (
+	maxFigure      = 1 << 40 // milli-CPUs, calls/s × 1000, µs, ‰
+	maxBytes       = 1 << 50 // memory
+	maxCoordMicros = 1e9     // 1000 s: squared distances stay below 2^63
+)
+
+func inRange(limit int64, xs ...int64) bool {
+	for _, x := range xs {
+		if x < 0 || x > limit {
+			return false
+		}
+	}
+	return true
+}
+
+func abs64(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // Body is any of the op bodies.

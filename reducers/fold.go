@@ -12,16 +12,17 @@ import (
 // now are held out (View.Pending).
 func Fold(cluster oplog.ClusterID, ops []*oplog.Op, now oplog.HLC) *View {
 	f := NewFolder(cluster)
-	// Membership first, so the genesis parameters are known before any op is
-	// judged too far in the future.
-	for _, op := range ops {
-		if isMembership(op.Kind) {
-			f.Add(op, now)
-		}
-	}
-	for _, op := range ops {
-		if !isMembership(op.Kind) {
-			f.Add(op, now)
+	// Geneses first, so that the cluster's MaxOffset is known before any op
+	// is judged too far ahead; then membership, then the rest.
+	for _, pass := range []func(oplog.Kind) bool{
+		func(k oplog.Kind) bool { return k == oplog.KindGenesis },
+		func(k oplog.Kind) bool { return k == oplog.KindGrant || k == oplog.KindDeny },
+		func(k oplog.Kind) bool { return !isMembership(k) },
+	} {
+		for _, op := range ops {
+			if pass(op.Kind) {
+				f.Add(op, now)
+			}
 		}
 	}
 	return f.View(now)
@@ -36,14 +37,14 @@ type Folder struct {
 
 	members  map[oplog.ID]*mop
 	mem      *membership // nil when membership must be refolded
-	params   Params      // from the genesis, once seen
+	params   Params      // from the earliest root genesis seen
+	genesis  *crdt.Stamp // that genesis, nil until one is seen
 	seeds    map[string]map[oplog.ID]*dop
 	services crdt.LWWMap[ServiceKey, *dop]
 	claims   crdt.LWWMap[ClaimKey, *dop]
 	loads    crdt.LWWMap[oplog.Key, *oplog.Op]
 	pending  map[oplog.ID]*oplog.Op
 	frontier oplog.HLC
-	ops      int
 
 	track      bool       // whether to record superseded ops (a node does; Fold does not)
 	superseded []oplog.ID // loads and claims replaced since the last TakeSuperseded
@@ -74,9 +75,10 @@ func isMembership(k oplog.Kind) bool {
 }
 
 // Add folds one verified op. An op too far ahead of now waits in Pending until
-// a later View(now) admits it.
+// a later View(now) admits it; until a genesis is known, any op ahead of now
+// waits, since how far is too far is the genesis's to say.
 func (f *Folder) Add(op *oplog.Op, now oplog.HLC) {
-	if op.HLC.Wall()-now.Wall() > f.params.MaxOffsetMillis {
+	if f.ahead(op, now) {
 		f.pending[op.ID()] = op
 		f.view = nil
 		return
@@ -97,14 +99,14 @@ func (f *Folder) add(op *oplog.Op) {
 		}
 		body, err := DecodeBody(op)
 		f.members[id] = &mop{op: op, id: id, key: oplog.OrderKey(op, id), body: body, err: err}
-		if g, ok := body.(*Genesis); ok && oplog.ClusterOf(op.Author) == f.cluster && g.Root == op.Author {
-			f.params = g.Params.withDefaults()
+		if g, ok := body.(*Genesis); ok && oplog.ClusterOf(op.Author) == f.cluster && g.Root == op.Author &&
+			(f.genesis == nil || crdt.Compare(stamp, *f.genesis) < 0) {
+			f.params, f.genesis = g.Params.withDefaults(), &stamp
 		}
 		f.mem = nil
 	case oplog.KindSeed:
 		body, err := DecodeBody(op)
 		if err != nil {
-			f.ops++
 			f.view = nil
 			return
 		}
@@ -119,7 +121,6 @@ func (f *Folder) add(op *oplog.Op) {
 	case oplog.KindServe:
 		body, err := DecodeBody(op)
 		if err != nil {
-			f.ops++
 			f.view = nil
 			return
 		}
@@ -127,7 +128,6 @@ func (f *Folder) add(op *oplog.Op) {
 	case oplog.KindClaim:
 		body, err := DecodeBody(op)
 		if err != nil {
-			f.ops++
 			f.view = nil
 			return
 		}
@@ -142,8 +142,15 @@ func (f *Folder) add(op *oplog.Op) {
 	default:
 		return
 	}
-	f.ops++
 	f.view = nil
+}
+
+// ahead reports whether op is too far ahead of now to count yet.
+func (f *Folder) ahead(op *oplog.Op, now oplog.HLC) bool {
+	if f.genesis == nil && op.Kind != oplog.KindGenesis {
+		return op.HLC.Wall() > now.Wall()
+	}
+	return op.HLC.Wall()-now.Wall() > f.params.MaxOffsetMillis
 }
 
 // noteSuperseded records which of an LWW key's old winner and a new op lost.
@@ -174,7 +181,7 @@ func (f *Folder) TakeSuperseded() []oplog.ID {
 // View returns the view at now, admitting pending ops whose time has come.
 func (f *Folder) View(now oplog.HLC) *View {
 	for id, op := range f.pending {
-		if op.HLC.Wall()-now.Wall() <= f.params.MaxOffsetMillis {
+		if !f.ahead(op, now) {
 			delete(f.pending, id)
 			f.add(op)
 		}
@@ -206,7 +213,6 @@ func (f *Folder) build() *View {
 		Claims:   make(map[ClaimKey]*ClaimState, f.claims.Len()),
 		Loads:    make(map[oplog.Key]*LoadState, f.loads.Len()),
 		Frontier: f.frontier,
-		Ops:      f.ops,
 		Pending:  len(f.pending),
 		mem:      m,
 	}

@@ -176,6 +176,8 @@ func (m *membership) judgeGrant(author oplog.Key, tier Tier, isRoot bool, o *mop
 		switch {
 		case g.Tier == TierInvite:
 			return "an invite key cannot issue invites"
+		case m.standing(g.Subject, o.key, o.op.HLC):
+			return "an invite admits only a key without standing; this key is already a member"
 		case g.Tier != inv.Confers:
 			return fmt.Sprintf("invite confers %s, grant asks for %s", inv.Confers, g.Tier)
 		case !redeemProps(g.Props, inv.Props):
@@ -224,6 +226,13 @@ func (m *membership) authorAt(author oplog.Key, key orderKey, id oplog.ID, hlc o
 		return TierNone, fmt.Sprintf("author's grant %s expired at %s", e.id.Short(), e.grant.Expires)
 	}
 	return e.grant.Tier, ""
+}
+
+// standing reports whether k holds a grant at position key that has not
+// been denied nor expired at hlc.
+func (m *membership) standing(k oplog.Key, key orderKey, hlc oplog.HLC) bool {
+	e := m.lastBefore(k, key)
+	return k == m.root || (e != nil && e.grant != nil && (e.grant.Expires == 0 || hlc <= e.grant.Expires))
 }
 
 // tierAt is authorAt without the reason.

@@ -42,7 +42,7 @@ func pub(name string) oplog.Key { return oplog.KeyOf(key(name)) }
 func clusterOf(root string) oplog.ClusterID { return oplog.ClusterOf(pub(root)) }
 
 // digestOf names an artifact in tests: the SHA-256 of its name.
-func digestOf(name string) [32]byte { return sha256.Sum256([]byte(name)) }
+func digestOf(name string) oplog.Digest { return sha256.Sum256([]byte(name)) }
 
 // encode encodes a body without validating it, so tests can also build ops
 // the fold must refuse.

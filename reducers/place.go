@@ -20,7 +20,8 @@ const (
 	pointsFreeCPU = 250  // × the node's free CPU fraction
 
 	// nearMicros is the round trip at which demand counts half: demand at the
-	// node counts fully, demand nearMicros away half, farther away less.
+	// node counts fully, demand nearMicros away half, farther away less
+	// (see liveSet.nearness).
 	nearMicros = 20_000
 
 	// saturatedPM is the saturation (per mille) at or above which a node takes
@@ -65,21 +66,23 @@ func Explain(v *View, seed string, now oplog.HLC) Placement {
 	if s == nil || s.Tombstone {
 		return p
 	}
-	live := v.LiveNodes(now)
+	ls := v.liveAt(now)
 
 	// Demand: calls per second for this seed originating at each live node.
-	demand := make(map[oplog.Key]int64)
-	for _, k := range live {
-		if d := v.Loads[k].Seeds[seed].DemandMilliCPS; d > 0 {
-			demand[k] = d
+	var sources []demandSource
+	for i, l := range ls.loads {
+		if d := l.Seeds[seed].DemandMilliCPS; d > 0 {
+			sources = append(sources, demandSource{i: i, d: d})
 			p.DemandMilliCPS += d
 		}
 	}
 	p.Want = int(min(max(ceilDiv(p.DemandMilliCPS, v.Params.ReplicaMilliCPS), s.MinReplicas), s.MaxReplicas))
 
-	for _, k := range live {
-		c, ok := score(v, s, k, live, demand, p.DemandMilliCPS)
-		if ok {
+	for n := range sources {
+		sources[n].near = ls.nearness(sources[n].i)
+	}
+	for i := range ls.keys {
+		if c, ok := score(v, s, ls, i, sources, p.DemandMilliCPS); ok {
 			p.Ranked = append(p.Ranked, c)
 		}
 	}
@@ -98,16 +101,25 @@ func Explain(v *View, seed string, now oplog.HLC) Placement {
 	return p
 }
 
-// score rates node k for seed s, or reports it ineligible: outside the
-// seed's policy, saturated, or without the memory the seed needs.
-func score(v *View, s *SeedState, k oplog.Key, live []oplog.Key, demand map[oplog.Key]int64, total int64) (Candidate, bool) {
+// demandSource is a live node (by index in the live set) with demand, and
+// how near every live node is to it.
+type demandSource struct {
+	i    int
+	d    int64
+	near []int64
+}
+
+// score rates the i-th live node for seed s, or reports it ineligible:
+// outside the seed's policy, saturated, or without the memory the seed needs.
+func score(v *View, s *SeedState, ls *liveSet, i int, sources []demandSource, total int64) (Candidate, bool) {
+	k := ls.keys[i]
 	c := Candidate{Node: k}
 	for pk, pv := range s.Policy {
 		if have, ok := v.Members[k].Props[pk]; !ok || (pv != "*" && have != pv) {
 			return c, false
 		}
 	}
-	l := v.Loads[k].Load
+	l := &ls.loads[i].Load
 	claim := v.Claims[ClaimKey{k, s.Name}]
 	c.Sticky = claim != nil && claim.State == ClaimReady && claim.Digest == s.Digest
 	c.Cached = c.Sticky || hasDigest(l.Cached, s.Digest) || (claim != nil && claim.Digest == s.Digest && claim.State != ClaimReleased)
@@ -119,13 +131,13 @@ func score(v *View, s *SeedState, k oplog.Key, live []oplog.Key, demand map[oplo
 		return c, false
 	}
 	if total > 0 {
+		// Demand at or near the node: each source's demand weighted by how
+		// near it is (demand ≤ 2^40, weight ≤ 2^20: no overflow).
 		var near int64
-		for _, j := range live {
-			if d := demand[j]; d > 0 {
-				near += d * nearMicros / (nearMicros + v.RTT(k, j))
-			}
+		for _, src := range sources {
+			near += src.d * src.near[i] >> weightShift
 		}
-		c.Demand = near * pointsDemand / total
+		c.Demand = mulDiv(near, pointsDemand, total)
 		c.Score += c.Demand
 	}
 	if c.Sticky {
@@ -135,10 +147,10 @@ func score(v *View, s *SeedState, k oplog.Key, live []oplog.Key, demand map[oplo
 		c.Score += pointsCached
 	}
 	if l.MemBytes > 0 {
-		c.Score += max(free, 0) * pointsFreeMem / l.MemBytes
+		c.Score += mulDiv(max(free, 0), pointsFreeMem, l.MemBytes)
 	}
 	if l.CPUMilli > 0 {
-		c.Score += max(l.CPUMilli-l.CPUUsedMilli, 0) * pointsFreeCPU / l.CPUMilli
+		c.Score += mulDiv(max(l.CPUMilli-l.CPUUsedMilli, 0), pointsFreeCPU, l.CPUMilli)
 	}
 	return c, true
 }

@@ -50,7 +50,7 @@ func (s *scenario) labelList(ids []oplog.ID) string {
 	return strings.Join(ls, ", ")
 }
 
-func (s *scenario) digestName(d [32]byte) string {
+func (s *scenario) digestName(d oplog.Digest) string {
 	if n, ok := s.digests[d]; ok {
 		return n
 	}
@@ -221,7 +221,9 @@ func (s *scenario) renderView(v *View, now oplog.HLC) string {
 		b.WriteString("services:\n")
 		t := newTable()
 		sks := slices.Collect(maps.Keys(v.Services))
-		slices.SortFunc(sks, func(x, y ServiceKey) int { return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(s.name(x.Node), s.name(y.Node))) })
+		slices.SortFunc(sks, func(x, y ServiceKey) int {
+			return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(s.name(x.Node), s.name(y.Node)))
+		})
 		for _, k := range sks {
 			sv := v.Services[k]
 			what := fmt.Sprintf("%s:%d", sv.Proto, sv.Port)
@@ -237,7 +239,9 @@ func (s *scenario) renderView(v *View, now oplog.HLC) string {
 		b.WriteString("claims:\n")
 		t := newTable()
 		cks := slices.Collect(maps.Keys(v.Claims))
-		slices.SortFunc(cks, func(x, y ClaimKey) int { return cmp.Or(cmp.Compare(x.Seed, y.Seed), cmp.Compare(s.name(x.Node), s.name(y.Node))) })
+		slices.SortFunc(cks, func(x, y ClaimKey) int {
+			return cmp.Or(cmp.Compare(x.Seed, y.Seed), cmp.Compare(s.name(x.Node), s.name(y.Node)))
+		})
 		for _, k := range cks {
 			c := v.Claims[k]
 			t.row(k.Seed, s.name(k.Node), c.State, "digest="+s.digestName(c.Digest), "at "+rel(c.HLC), "("+s.label(c.ID)+")")

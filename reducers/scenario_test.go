@@ -94,10 +94,10 @@ type scenario struct {
 	labels   map[oplog.ID]string
 	byLabel  map[string]*oplog.Op
 	names    map[oplog.Key]string
-	digests  map[[32]byte]string
-	invites  map[string]*Grant   // invite key name → the newest invite for it in the script
-	current  map[string][32]byte // seed name → digest of its newest seed op in the script
-	kindSeen map[oplog.Kind]int  // for automatic labels
+	digests  map[oplog.Digest]string
+	invites  map[string]*Grant       // invite key name → the newest invite for it in the script
+	current  map[string]oplog.Digest // seed name → digest of its newest seed op in the script
+	kindSeen map[oplog.Kind]int      // for automatic labels
 
 	clock     int64     // ms after the epoch
 	last      oplog.HLC // newest HLC stamped so far, held ops aside
@@ -112,9 +112,9 @@ func newScenario() *scenario {
 		labels:   map[oplog.ID]string{},
 		byLabel:  map[string]*oplog.Op{},
 		names:    map[oplog.Key]string{},
-		digests:  map[[32]byte]string{},
+		digests:  map[oplog.Digest]string{},
 		invites:  map[string]*Grant{},
-		current:  map[string][32]byte{},
+		current:  map[string]oplog.Digest{},
 		kindSeen: map[oplog.Kind]int{},
 	}
 }
@@ -385,7 +385,7 @@ func (s *scenario) key(name string) oplog.Key {
 	return k
 }
 
-func (s *scenario) digest(name string) [32]byte {
+func (s *scenario) digest(name string) oplog.Digest {
 	d := digestOf(name)
 	s.digests[d] = name
 	return d

@@ -27,12 +27,13 @@ type View struct {
 	Loads    map[oplog.Key]*LoadState `json:"-"`
 
 	Frontier oplog.HLC `json:"frontier"` // newest HLC folded
-	Ops      int       `json:"ops"`      // ops folded, counted or not, not counting duplicates of loads and claims
 	Pending  int       `json:"pending"`  // ops held out because their HLC is too far ahead
 
 	mem        *membership
 	digestOnce sync.Once
 	digest     oplog.Digest
+	liveMu     sync.Mutex
+	live       *liveSet // the live set at the last "now" asked about
 }
 
 // Member is a key's standing: its newest counted grant and, if it came

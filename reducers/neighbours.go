@@ -1,0 +1,73 @@
+package reducers
+
+import (
+	"slices"
+
+	"github.com/pln-mesh/pln/oplog"
+)
+
+// Neighbour selection: which nodes a node keeps links to. Up to fullMesh
+// nodes, every node links to every other. Beyond that each keeps a bounded
+// set — its nearest nodes by network coordinates (fast paths), a few public
+// relays (reachability), and a few long links picked by a hash keyed on both
+// ends (so the graph is a small world and stays connected) — and ops still
+// reach everyone by push along those links.
+const (
+	neighboursNear   = 4
+	neighboursPublic = 2
+	neighboursLong   = 3
+)
+
+// Neighbours returns the nodes self should keep links to at now, sorted by
+// key. In a small cluster that is every other active node that has reported
+// where it can be reached; in a large one, a bounded set of live ones.
+func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Key {
+	var cands []oplog.Key
+	for k, l := range v.Loads {
+		if k != self && len(l.Addrs) > 0 && v.Active(k, now) && v.Members[k].Tier.Node() {
+			cands = append(cands, k)
+		}
+	}
+	slices.SortFunc(cands, compareKeys)
+	if len(cands) <= fullMesh {
+		return cands
+	}
+	live := cands[:0:0]
+	for _, k := range cands {
+		if v.Live(k, now) {
+			live = append(live, k)
+		}
+	}
+	pick := make(map[oplog.Key]bool)
+	take := func(ks []oplog.Key, n int) {
+		for _, k := range ks {
+			if n == 0 {
+				return
+			}
+			if !pick[k] {
+				pick[k] = true
+				n--
+			}
+		}
+	}
+	byRTT := slices.Clone(live)
+	slices.SortStableFunc(byRTT, func(a, b oplog.Key) int { return cmpInt(v.RTT(self, a), v.RTT(self, b)) })
+	take(byRTT, neighboursNear)
+	var public []oplog.Key
+	for _, k := range live {
+		if v.Loads[k].Relay {
+			public = append(public, k)
+		}
+	}
+	take(public, neighboursPublic)
+	long := slices.Clone(live)
+	key := string(self[:])
+	slices.SortFunc(long, func(a, b oplog.Key) int { return cmpUint(rendezvous(key, b), rendezvous(key, a)) })
+	take(long, neighboursLong)
+	out := make([]oplog.Key, 0, len(pick))
+	for k := range pick {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, compareKeys)
+	return out
+}
