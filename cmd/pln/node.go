@@ -7,15 +7,20 @@ import (
 	"os"
 
 	"github.com/pln-mesh/pln/cmd/pln/daemon"
+	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 )
 
 // UpCmd runs the node in the foreground until interrupted.
-type UpCmd struct{}
+type UpCmd struct {
+	Listen    string   `help:"UDP address to listen on." default:":60611" placeholder:"ADDR"`
+	Advertise []string `help:"Address other nodes should dial (repeatable); default: this machine's addresses." placeholder:"ADDR"`
+}
 
 func (c *UpCmd) Run(ctx context.Context, g *Globals) error {
 	cfg := g.config()
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg.Mesh.Listen, cfg.Mesh.Advertise = c.Listen, c.Advertise
 	return daemon.Run(ctx, cfg, nil)
 }
 
@@ -85,6 +90,7 @@ type JoinCmd struct {
 	Token string `arg:"" help:"The token 'pln invite' printed."`
 	Name  string `help:"This node's display name (default: host name), unless the invite sets one."`
 	NoUp  bool   `name:"no-up" help:"Only enrol; do not start the node."`
+	UpCmd `embed:""`
 }
 
 func (c *JoinCmd) Run(ctx context.Context, g *Globals) error {
@@ -92,11 +98,28 @@ func (c *JoinCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	n, res, err := daemon.Enroll(g.config(), t, c.Name)
+	plan, err := daemon.PlanJoin(g.config(), t, c.Name)
+	if err != nil {
+		return err
+	}
+	// Present the join to the cluster first: only once a member has
+	// admitted this node is anything written here.
+	addrs := t.Addrs
+	if len(t.Addrs) > 0 {
+		peers, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster}, t.Addrs, plan.Ops)
+		if err != nil {
+			return err
+		}
+		addrs = append(peers, t.Addrs...)
+	} else {
+		fmt.Fprintln(os.Stderr, "pln: the token names no address (it was made on a node that never ran); enrolling offline")
+	}
+	n, err := plan.Enroll(addrs)
 	if err != nil {
 		return err
 	}
 	n.Close()
+	res := plan.Result
 	if g.JSON {
 		if err := emit(res); err != nil {
 			return err
@@ -107,7 +130,7 @@ func (c *JoinCmd) Run(ctx context.Context, g *Globals) error {
 	if c.NoUp {
 		return nil
 	}
-	return (&UpCmd{}).Run(ctx, g)
+	return c.UpCmd.Run(ctx, g)
 }
 
 // VersionCmd prints the version.

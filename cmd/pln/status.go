@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pln-mesh/pln/cmd/pln/daemon"
 )
@@ -56,6 +57,18 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	w.Flush()
 
+	if len(s.Peers) > 0 {
+		fmt.Println("\nPEERS")
+		w = table("NAME", "KEY", "LIVE", "LINK", "ADDR", "RTT", "LAST LOAD")
+		for _, p := range s.Peers {
+			link, rtt := "indirect", "-"
+			if p.Direct {
+				link, rtt = "direct", p.RTT.Round(10*time.Microsecond).String()
+			}
+			row(w, p.Name, p.Key.Short(), yesNo(p.Live), link, orDash(p.Addr), rtt, when(p.LastLoad))
+		}
+		w.Flush()
+	}
 	if len(s.Seeds) > 0 {
 		fmt.Println("\nSEEDS")
 		w = table("NAME", "KIND", "DIGEST", "REPLICAS", "WANT", "READY", "WHERE", "PLACED")
@@ -80,4 +93,11 @@ func list(s []string) string {
 		return "-"
 	}
 	return strings.Join(s, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

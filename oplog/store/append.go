@@ -108,8 +108,10 @@ func (s *Store) prepare(ops []*oplog.Op) (*appendReq, error) {
 }
 
 // commit writes a batch of requests in one transaction and fills in each
-// request's result.
+// request's result. New ops join the sync index once the transaction commits.
 func (s *Store) commit(batch []*appendReq) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
 		arrival, order, ids := tx.Bucket(bucketArrival), tx.Bucket(bucketOrder), tx.Bucket(bucketIDs)
 		arrival.FillPercent = arrivalFill
@@ -147,6 +149,14 @@ func (s *Store) commit(batch []*appendReq) {
 	if err != nil {
 		for _, r := range batch {
 			r.added, r.err = nil, err
+		}
+		return
+	}
+	for _, r := range batch {
+		for i, added := range r.added {
+			if added {
+				s.syncIdx.Add(SyncItem{HLC: r.ops[i].HLC, ID: r.ids[i]})
+			}
 		}
 	}
 }

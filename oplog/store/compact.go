@@ -22,12 +22,16 @@ func (s *Store) MarkSuperseded(at oplog.HLC, ids ...oplog.ID) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.update(func(tx *bolt.Tx) error {
-		stored, sup := tx.Bucket(bucketIDs), tx.Bucket(bucketSuperseded)
-		var n int64
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	var left []SyncItem // ops leaving the sync set: their first marking
+	err := s.update(func(tx *bolt.Tx) error {
+		left = left[:0]
+		stored, sup, arrival := tx.Bucket(bucketIDs), tx.Bucket(bucketSuperseded), tx.Bucket(bucketArrival)
 		for i := range ids {
 			id := ids[i][:]
-			if stored.Get(id) == nil {
+			sk := stored.Get(id)
+			if sk == nil {
 				continue
 			}
 			prev := sup.Get(id)
@@ -35,14 +39,30 @@ func (s *Store) MarkSuperseded(at oplog.HLC, ids ...oplog.ID) error {
 				continue
 			}
 			if prev == nil {
-				n++
+				// The index orders by HLC, which only the op itself knows.
+				seq, err := s.seq(sk, "ids")
+				if err != nil {
+					return err
+				}
+				op, err := s.decode(seq, arrival.Get(sk))
+				if err != nil {
+					return err
+				}
+				left = append(left, SyncItem{HLC: op.HLC, ID: ids[i]})
 			}
 			if err := sup.Put(id, be64(uint64(at))); err != nil {
 				return err
 			}
 		}
-		return s.addCounter(tx, keySupersededN, n)
+		return s.addCounter(tx, keySupersededN, int64(len(left)))
 	})
+	if err != nil {
+		return err
+	}
+	for _, it := range left {
+		s.syncIdx.Remove(it)
+	}
+	return nil
 }
 
 // Compact deletes every op that was superseded at an HLC before the cutoff,

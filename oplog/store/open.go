@@ -56,6 +56,10 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if opts.ReadOnly {
+		if err := s.loadSyncIndex(); err != nil {
+			ro.Close()
+			return nil, err
+		}
 		return s, nil
 	}
 	if err := ro.Close(); err != nil {
@@ -67,6 +71,10 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s = &Store{db: rw, path: path}
 	if err := s.check(); err != nil { // the file may have changed in between
+		rw.Close()
+		return nil, err
+	}
+	if err := s.loadSyncIndex(); err != nil {
 		rw.Close()
 		return nil, err
 	}

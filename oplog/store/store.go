@@ -59,6 +59,12 @@ type Store struct {
 	mu         sync.Mutex
 	queue      []*appendReq
 	committing bool
+
+	// The sync set in memory (syncindex.go). syncMu is held across each write
+	// transaction that changes the sync set and the index update after it, so
+	// the index applies changes in the order the file committed them.
+	syncMu  sync.Mutex
+	syncIdx *SyncIndex
 }
 
 // Bucket names. They are part of the file format.

@@ -4,10 +4,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/reducers"
 )
@@ -201,8 +205,21 @@ func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, err
 	return t, nil
 }
 
-// Addrs returns where this node can be reached; empty until the mesh runs.
-func (n *Node) Addrs() []string { return nil }
+// Addrs returns where this node can be reached: the advertised addresses, or
+// those of the running mesh's socket, or — when the node is not running —
+// those it last reported.
+func (n *Node) Addrs() []string {
+	if len(n.cfg.Mesh.Advertise) > 0 {
+		return n.cfg.Mesh.Advertise
+	}
+	if m := n.mesh.Load(); m != nil {
+		return netx.LocalAddrs(m.Addr())
+	}
+	if l := n.View().Loads[n.self]; l != nil {
+		return l.Addrs
+	}
+	return nil
+}
 
 // EnrollResult reports a join.
 type EnrollResult struct {
@@ -213,35 +230,62 @@ type EnrollResult struct {
 	Addrs   []string        `json:"addrs"`
 }
 
-// Enroll makes cfg.Dir a member of the token's cluster: it stores the token's
-// ops and, for an invite, signs the one grant the invite key may make, for
-// this node's key. name, if set, becomes the node's "name" property unless
-// the invite fixes one.
-func Enroll(cfg Config, t *Token, name string) (*Node, *EnrollResult, error) {
+// JoinPlan is a join worked out but not yet written: the ops that admit this
+// node, to present to the cluster and then to store. Making one changes
+// nothing on disk.
+type JoinPlan struct {
+	cfg    Config
+	key    ed25519.PrivateKey
+	newKey bool // the node key is not on disk yet
+	Token  *Token
+	Ops    []*oplog.Op // genesis, the chain, and this node's redemption if any
+	Result EnrollResult
+}
+
+// Key returns the node key the join admits.
+func (p *JoinPlan) Key() ed25519.PrivateKey { return p.key }
+
+// PlanJoin checks that t admits the node in cfg.Dir and works out the ops:
+// for an invite, it signs the one grant the invite key may make, for this
+// node's key. name, if set, becomes the node's "name" property unless the
+// invite fixes one.
+func PlanJoin(cfg Config, t *Token, name string) (*JoinPlan, error) {
 	cfg = cfg.withDefaults()
 	if err := t.Fresh(cfg.Now()); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	path := filepath.Join(cfg.Dir, StoreFile)
 	if n, err := Open(cfg); err == nil {
 		defer n.Close()
 		if n.cluster != t.Cluster {
-			return nil, nil, tokenErr("is for cluster %q (%s) but %s belongs to cluster %s; use another --dir", t.Name, t.Cluster.Short(), cfg.Dir, n.cluster.Short())
+			return nil, tokenErr("is for cluster %q (%s) but %s belongs to cluster %s; use another --dir", t.Name, t.Cluster.Short(), cfg.Dir, n.cluster.Short())
 		}
-		return nil, nil, failf(ErrHasCluster, "%s is already a member of cluster %q; just run 'pln up'", cfg.Dir, t.Name)
+		return nil, failf(ErrHasCluster, "%s is already a member of cluster %q; just run 'pln up'", cfg.Dir, t.Name)
 	}
 	if err := refuseExisting(cfg.Dir, path); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	key, err := NodeKey(cfg.Dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	self := oplog.KeyOf(key)
+	p := &JoinPlan{cfg: cfg, Token: t}
 	g := t.Grant()
+	key, err := loadKey(filepath.Join(cfg.Dir, NodeKeyFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && t.InviteKey == nil:
+		// A token for a subject admits a key that exists already: never
+		// make a node key only to find the token is not for it.
+		return nil, tokenErr("is for key %s, and %s has no node key yet; ask for an invite for the key 'pln id' prints on the joining node", g.Subject.Short(), cfg.Dir)
+	case errors.Is(err, fs.ErrNotExist):
+		if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
+		p.newKey = true
+	case err != nil:
+		return nil, err
+	}
+	p.key = key
+	self := oplog.KeyOf(key)
 	ops := append([]*oplog.Op{t.Genesis}, t.Chain...)
 	if t.InviteKey == nil && g.Subject != self {
-		return nil, nil, tokenErr("is for key %s, not this node (%s); ask for an invite for the key 'pln id' prints here", g.Subject.Short(), self.Short())
+		return nil, tokenErr("is for key %s, not this node (%s); ask for an invite for the key 'pln id' prints here", g.Subject.Short(), self.Short())
 	}
 	if t.InviteKey != nil {
 		props := map[string]string{}
@@ -260,19 +304,51 @@ func Enroll(cfg Config, t *Token, name string) (*Node, *EnrollResult, error) {
 		}
 		redeem, err := signBody(t.Cluster, t.InviteKey, at, &reducers.Grant{Subject: self, Tier: g.Confers, Props: props})
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		ops = append(ops, redeem)
 	}
-	// Check before writing anything: a token that does not admit this node
-	// leaves the directory as it was.
 	v := reducers.Fold(t.Cluster, ops, oplog.HLCAt(cfg.Now()))
 	if !v.Active(self, oplog.HLCAt(cfg.Now())) {
-		return nil, nil, tokenErr("does not admit this node (already redeemed, or its issuer lost the right); ask for a new one")
+		return nil, tokenErr("does not admit this node (already redeemed, or its issuer lost the right); ask for a new one")
 	}
-	n, err := create(cfg, key, t.Cluster, path, ops...)
+	p.Ops = ops
+	p.Result = EnrollResult{Node: self, Cluster: t.Cluster, Name: t.Name, Tier: v.Member(self).Tier, Addrs: t.Addrs}
+	return p, nil
+}
+
+// Enroll writes the plan: the node key if it is new, and a store holding the
+// plan's ops. addrs are remembered as where to find the cluster on start.
+func (p *JoinPlan) Enroll(addrs []string) (*Node, error) {
+	if p.newKey {
+		if err := os.MkdirAll(p.cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+		if err := writeKey(filepath.Join(p.cfg.Dir, NodeKeyFile), p.key); err != nil {
+			return nil, fmt.Errorf("write node key: %w", err)
+		}
+	}
+	n, err := create(p.cfg, p.key, p.Token.Cluster, filepath.Join(p.cfg.Dir, StoreFile), p.Ops...)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.SetBootstrap(addrs); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Enroll makes cfg.Dir a member of the token's cluster without asking the
+// cluster: PlanJoin, then JoinPlan.Enroll with the token's addresses.
+func Enroll(cfg Config, t *Token, name string) (*Node, *EnrollResult, error) {
+	p, err := PlanJoin(cfg, t, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	return n, &EnrollResult{Node: self, Cluster: t.Cluster, Name: t.Name, Tier: v.Member(self).Tier, Addrs: t.Addrs}, nil
+	n, err := p.Enroll(t.Addrs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, &p.Result, nil
 }

@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/oplog/store"
 	"github.com/pln-mesh/pln/reducers"
@@ -24,6 +26,9 @@ type Config struct {
 	Dir    string           // data directory
 	Now    func() time.Time // physical clock; default time.Now
 	Logger *slog.Logger     // default: discard
+	// Mesh configures the node's QUIC endpoint ('pln up' only): listen and
+	// advertised addresses, intervals. Key and cluster are filled in.
+	Mesh netx.Config
 	// NoSync skips fsync in the store. Tests only: it breaks the promise that
 	// an acknowledged op survives a crash.
 	NoSync bool
@@ -66,7 +71,8 @@ type Node struct {
 	ingestMu sync.Mutex
 	authorMu sync.Mutex // one op authored at a time: check, sign and store in order
 
-	stop context.CancelFunc // set by Run: stops the running node
+	stop context.CancelFunc        // set by Run: stops the running node
+	mesh atomic.Pointer[netx.Mesh] // set by Run while the mesh runs
 }
 
 func noCluster(dir string) error {
@@ -290,8 +296,12 @@ func (n *Node) Position() (uint64, *reducers.View) {
 
 // Ingest is the door: it verifies every op, stores the new ones durably in
 // one transaction, and folds them. If any op fails verification nothing is
-// stored. It returns, per op, whether it was new.
-func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) {
+// stored. It returns, per op, whether it was new. New ops go on to the mesh.
+func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) { return n.ingestFrom(oplog.Key{}, ops) }
+
+// ingestFrom is Ingest for ops that arrived from a peer, which the mesh does
+// not send them back to.
+func (n *Node) ingestFrom(from oplog.Key, ops []*oplog.Op) ([]bool, error) {
 	for _, op := range ops {
 		if err := op.Verify(n.cluster); err != nil {
 			return nil, err
@@ -310,10 +320,14 @@ func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) {
 	}
 	n.mu.Lock()
 	now := n.nowHLC()
+	var fresh []*oplog.Op
+	membership := false
 	for i, op := range ops {
 		if added[i] {
 			n.folder.Add(op, now)
 			n.seq++
+			fresh = append(fresh, op)
+			membership = membership || op.Kind == oplog.KindGrant || op.Kind == oplog.KindDeny
 		}
 	}
 	superseded := n.folder.TakeSuperseded()
@@ -321,6 +335,12 @@ func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) {
 	if len(superseded) > 0 {
 		if err := n.store.MarkSuperseded(now, superseded...); err != nil {
 			n.log.Warn("could not mark superseded ops", "err", err)
+		}
+	}
+	if m := n.mesh.Load(); m != nil && len(fresh) > 0 {
+		m.Broadcast(from, fresh)
+		if membership {
+			m.Recheck()
 		}
 	}
 	return added, nil
@@ -353,4 +373,26 @@ func (n *Node) Compact() (int, error) {
 	v := n.View()
 	before := oplog.HLCAt(n.cfg.Now().Add(-time.Duration(v.Params.RetentionMillis) * time.Millisecond))
 	return n.store.Compact(before)
+}
+
+// metaBootstrap holds the addresses a node dials to find its cluster when it
+// knows no peer's address yet (set by join).
+const metaBootstrap = "bootstrap"
+
+// SetBootstrap remembers where to find the cluster.
+func (n *Node) SetBootstrap(addrs []string) error {
+	b, err := oplog.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	return n.store.SetMeta(metaBootstrap, b)
+}
+
+// Bootstrap returns the remembered addresses.
+func (n *Node) Bootstrap() []string {
+	var addrs []string
+	if b, ok, _ := n.store.Meta(metaBootstrap); ok {
+		oplog.Unmarshal(b, &addrs)
+	}
+	return addrs
 }

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/reducers"
 )
 
@@ -49,10 +51,22 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 	}
 	srv := &http.Server{Handler: serveControl(n), ReadHeaderTimeout: 10 * time.Second}
 
+	mc := cfg.Mesh
+	mc.Key, mc.Cluster, mc.Logger = n.key, n.cluster, cfg.Logger
+	mesh, err := netx.New(mc, meshHost{n})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	mesh.AddBootstrap(n.Bootstrap()...)
+	n.mesh.Store(mesh)
+	defer n.mesh.Store(nil)
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.stop = cancel
 	var wg sync.WaitGroup
+	wg.Go(func() { mesh.Run(ctx) })
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("control socket stopped", "err", err)
@@ -62,7 +76,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 	wg.Go(func() { n.reportLoad(ctx) })
 	wg.Go(func() { n.compactLoop(ctx) })
 
-	cfg.Logger.Info("node up", "dir", cfg.Dir, "node", n.self.Short(), "cluster", n.cluster.Short())
+	cfg.Logger.Info("node up", "dir", cfg.Dir, "node", n.self.Short(), "cluster", n.cluster.Short(), "addr", mesh.Addr().String())
 	if ready != nil {
 		ready(n)
 	}
@@ -86,24 +100,63 @@ func down(_ context.Context, n *Node, _ struct{}) (struct{}, error) {
 	return struct{}{}, nil
 }
 
-// reportLoad appends a load op every load interval: it is the node's
-// heartbeat as well as its figures.
+// reportLoad appends a load op when the node's figures change materially,
+// and at least once per load interval: it is the node's heartbeat as well as
+// its figures.
 func (n *Node) reportLoad(ctx context.Context) {
+	var last *reducers.Load
+	var lastAt time.Time
 	for {
 		v := n.View()
+		interval := time.Duration(v.Params.LoadIntervalMillis) * time.Millisecond
 		if m := v.Member(n.self); m.Active(n.nowHLC()) && m.Tier.Node() {
-			h := sampleHost()
-			l := &reducers.Load{Node: n.self, CPUMilli: h.cpuMilli, CPUUsedMilli: h.cpuUsedMilli, MemBytes: h.memBytes, MemUsedBytes: h.memUsedBytes, Addrs: n.Addrs()}
-			if _, err := n.Author(l); err != nil {
-				n.log.Warn("load report", "err", err)
+			l := n.sampleLoad()
+			if last == nil || time.Since(lastAt) >= interval || materially(last, l) {
+				if _, err := n.Author(l); err != nil {
+					n.log.Warn("load report", "err", err)
+				} else {
+					last, lastAt = l, time.Now()
+				}
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(v.Params.LoadIntervalMillis) * time.Millisecond):
+		case <-time.After(interval / loadChecksPerInterval):
 		}
 	}
+}
+
+// loadChecksPerInterval is how often per load interval the node looks for a
+// material change worth reporting early.
+const loadChecksPerInterval = 4
+
+// sampleLoad measures this node now.
+func (n *Node) sampleLoad() *reducers.Load {
+	h := sampleHost()
+	l := &reducers.Load{Node: n.self, CPUMilli: h.cpuMilli, CPUUsedMilli: h.cpuUsedMilli,
+		MemBytes: h.memBytes, MemUsedBytes: h.memUsedBytes, Addrs: n.Addrs()}
+	if m := n.mesh.Load(); m != nil {
+		l.Coord = m.Coord()
+	}
+	return l
+}
+
+// materially reports whether b differs from a enough to tell the cluster
+// before the next interval: a tenth of CPU or memory, reachable addresses,
+// or a millisecond of network position.
+func materially(a, b *reducers.Load) bool {
+	far := func(x, y, scale int64) bool { return scale > 0 && abs(x-y)*10 > scale }
+	return far(a.CPUUsedMilli, b.CPUUsedMilli, a.CPUMilli) || far(a.MemUsedBytes, b.MemUsedBytes, a.MemBytes) ||
+		!slices.Equal(a.Addrs, b.Addrs) || a.InFlight != b.InFlight ||
+		abs(a.Coord.X-b.Coord.X)+abs(a.Coord.Y-b.Coord.Y)+abs(a.Coord.H-b.Coord.H) > 1000
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 func (n *Node) compactLoop(ctx context.Context) {

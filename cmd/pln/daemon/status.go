@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"time"
 
+	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/reducers"
 )
@@ -22,6 +24,7 @@ type Status struct {
 	Frontier    oplog.HLC       `json:"frontier"`
 	Pending     int             `json:"pending"`
 	Members     []MemberStatus  `json:"members"`
+	Peers       []PeerStatus    `json:"peers"`
 	Seeds       []SeedStatus    `json:"seeds"`
 	Claims      []ClaimStatus   `json:"claims"`
 }
@@ -39,6 +42,19 @@ type MemberStatus struct {
 	Denied   bool              `json:"denied,omitempty"`
 	Expires  oplog.HLC         `json:"expires,omitempty"`
 	LastLoad oplog.HLC         `json:"last_load,omitempty"`
+}
+
+// PeerStatus is another node as this one sees it: live or not, linked
+// directly or not, where, how far, and when it last reported.
+type PeerStatus struct {
+	Key       oplog.Key     `json:"key"`
+	Name      string        `json:"name"`
+	Live      bool          `json:"live"`
+	Direct    bool          `json:"direct"`
+	Addr      string        `json:"addr,omitempty"`
+	RTT       time.Duration `json:"rtt,omitempty"`
+	LastLoad  oplog.HLC     `json:"last_load,omitempty"`
+	Estimated time.Duration `json:"rtt_estimate,omitempty"` // from network coordinates
 }
 
 // SeedStatus is one published seed.
@@ -72,8 +88,9 @@ func status(_ context.Context, n *Node, _ struct{}) (*Status, error) {
 		Node: n.self, Cluster: n.cluster, ClusterName: v.Name, Now: now,
 		View: v.Digest().String(),
 		Ops:  seq, Frontier: v.Frontier, Pending: v.Pending,
-		Members: []MemberStatus{}, Seeds: []SeedStatus{}, Claims: []ClaimStatus{},
+		Members: []MemberStatus{}, Peers: []PeerStatus{}, Seeds: []SeedStatus{}, Claims: []ClaimStatus{},
 	}
+	s.Peers = n.peerStatus(v, now)
 	if m := v.Member(n.self); m != nil {
 		s.Name = m.Name()
 	}
@@ -120,4 +137,34 @@ func nameOf(v *reducers.View, k oplog.Key) string {
 		return m.Name()
 	}
 	return k.Short()
+}
+
+// peerStatus lists every other active node and every linked peer.
+func (n *Node) peerStatus(v *reducers.View, now oplog.HLC) []PeerStatus {
+	links := map[oplog.Key]netx.PeerInfo{}
+	if m := n.mesh.Load(); m != nil {
+		for _, p := range m.Peers() {
+			links[p.Key] = p
+		}
+	}
+	out := []PeerStatus{}
+	for _, k := range v.MemberKeys() {
+		m := v.Members[k]
+		link, direct := links[k]
+		if k == n.self || m.Root || (!direct && !(m.Active(now) && m.Tier.Node())) {
+			continue
+		}
+		ps := PeerStatus{Key: k, Name: m.Name(), Live: v.Live(k, now), Direct: direct, Addr: link.Addr, RTT: link.RTT}
+		if l := v.Loads[k]; l != nil {
+			ps.LastLoad = l.HLC
+			if ps.Addr == "" && len(l.Addrs) > 0 {
+				ps.Addr = l.Addrs[0]
+			}
+		}
+		if v.Loads[k] != nil && v.Loads[n.self] != nil {
+			ps.Estimated = time.Duration(v.RTT(n.self, k)) * time.Microsecond
+		}
+		out = append(out, ps)
+	}
+	return out
 }

@@ -126,6 +126,10 @@ func ParseToken(s string) (*Token, error) {
 	if last.Kind != oplog.KindGrant {
 		return nil, tokenErr("is malformed: it carries no grant")
 	}
+	// Its signature proves only who wrote it: decode it before Grant does.
+	if _, err := reducers.DecodeBody(last); err != nil {
+		return nil, tokenErr("is malformed: its grant does not decode (%v); ask for a new one with 'pln invite'", err)
+	}
 	v := reducers.Fold(t.Cluster, ops, last.HLC)
 	g := t.Grant()
 	if m := v.Member(g.Subject); m == nil || m.Grant != last.ID() {

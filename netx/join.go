@@ -1,0 +1,190 @@
+package netx
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/pln-mesh/pln/oplog"
+)
+
+// The join protocol. A joiner is not a member yet, so it connects with ALPN
+// pln-join/1, on which a node accepts any key but serves nothing except one
+// join stream: the joiner sends the ops that admit it (the token's chain of
+// grants and, for an invite, its redemption signed by the invite key, naming
+// the key it connects with); the node checks them against its view, stores
+// them (and so pushes them on) or says why not, and replies with where its
+// peers can be reached. The joiner then connects again as a member.
+
+// joinTimeout bounds a join exchange once connected.
+const joinTimeout = 10 * time.Second
+
+// maxJoinFrame bounds a join request or reply.
+const maxJoinFrame = 1 << 20
+
+type joinRequest struct {
+	Ops [][]byte `cbor:"1,keyasint"`
+}
+
+type joinReply struct {
+	Error string   `cbor:"1,keyasint,omitempty"` // empty: admitted
+	Addrs []string `cbor:"2,keyasint,omitempty"` // where members can be reached
+}
+
+// serveJoin answers one join connection.
+func (m *Mesh) serveJoin(conn *quic.Conn, joiner oplog.Key) {
+	ctx, cancel := context.WithTimeout(m.ctx, joinTimeout)
+	defer cancel()
+	s, err := conn.AcceptStream(ctx)
+	if err != nil {
+		conn.CloseWithError(codeProtocol, "no join request")
+		return
+	}
+	reply := m.handleJoin(s, joiner)
+	b, _ := oplog.Marshal(reply)
+	w := bufio.NewWriter(s)
+	if writeFrame(w, b) == nil && w.Flush() == nil {
+		s.Close()
+		// Let the reply arrive before the connection goes.
+		select {
+		case <-conn.Context().Done():
+		case <-ctx.Done():
+		}
+	}
+	conn.CloseWithError(codeNormal, "join done")
+}
+
+func (m *Mesh) handleJoin(s *quic.Stream, joiner oplog.Key) joinReply {
+	r := bufio.NewReader(s)
+	if t, err := r.ReadByte(); err != nil || t != StreamJoin {
+		return joinReply{Error: "expected a join stream"}
+	}
+	raw, err := readFrame(r, maxJoinFrame)
+	if err != nil {
+		return joinReply{Error: err.Error()}
+	}
+	var req joinRequest
+	if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Ops) == 0 || len(req.Ops) > 64 {
+		return joinReply{Error: "malformed join request"}
+	}
+	ops := make([]*oplog.Op, 0, len(req.Ops))
+	for i, b := range req.Ops {
+		op, err := oplog.Decode(b)
+		if err != nil {
+			return joinReply{Error: fmt.Sprintf("join op %d: %v", i+1, err)}
+		}
+		ops = append(ops, op)
+	}
+	if err := m.host.AcceptJoin(joiner, ops); err != nil {
+		m.log.Info("refused a join", "joiner", joiner.Short(), "why", err)
+		return joinReply{Error: err.Error()}
+	}
+	m.log.Info("admitted a joiner", "joiner", joiner.Short())
+	return joinReply{Addrs: m.memberAddrs()}
+}
+
+// memberAddrs lists this node's and its peers' reported addresses.
+func (m *Mesh) memberAddrs() []string {
+	v := m.host.View()
+	out := LocalAddrs(m.Addr())
+	for _, p := range m.Peers() {
+		if l := v.Loads[p.Key]; l != nil {
+			out = append(out, l.Addrs...)
+		}
+	}
+	return out
+}
+
+// ErrJoinRefused is wrapped when a node answered and refused the join.
+var ErrJoinRefused = errors.New("join refused")
+
+// Join presents ops to the first reachable address in addrs, as the holder
+// of key, and returns the addresses of members to connect to. A refusal is
+// final (the invite is used, expired, or for another cluster); unreachable
+// addresses are tried in turn.
+func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) ([]string, error) {
+	cfg = cfg.withDefaults()
+	if len(addrs) == 0 {
+		return nil, errors.New("the token names no address to join through; ask for a token from a running node")
+	}
+	cert, err := certificate(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		return nil, err
+	}
+	var pc net.PacketConn = udp
+	if cfg.Wrap != nil {
+		pc = cfg.Wrap(udp)
+	}
+	tr := &quic.Transport{Conn: pc}
+	defer pc.Close()
+	defer tr.Close()
+	req := joinRequest{}
+	for _, op := range ops {
+		req.Ops = append(req.Ops, op.Bytes())
+	}
+	body, err := oplog.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	anyKey := func(oplog.Key) error { return nil } // the joiner cannot judge the cluster's keys yet; every op it receives is verified
+	var problems []string
+	for _, a := range addrs {
+		reply, err := joinOnce(ctx, tr, a, tlsConfig(cert, anyKey, protoJoin), cfg, body)
+		if err == nil && reply.Error != "" {
+			return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, a, reply.Error)
+		}
+		if err == nil {
+			return reply.Addrs, nil
+		}
+		problems = append(problems, fmt.Sprintf("%s (%v)", a, err))
+	}
+	return nil, fmt.Errorf("could not reach the cluster at any address in the token: %s", strings.Join(problems, "; "))
+}
+
+func joinOnce(ctx context.Context, tr *quic.Transport, addr string, tc *tls.Config, cfg Config, body []byte) (joinReply, error) {
+	var reply joinReply
+	udp, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return reply, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+joinTimeout)
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer dcancel()
+	conn, err := tr.Dial(dctx, udp, tc, &quic.Config{HandshakeIdleTimeout: cfg.DialTimeout, MaxIdleTimeout: joinTimeout})
+	if err != nil {
+		return reply, fmt.Errorf("unreachable: %w", err)
+	}
+	defer conn.CloseWithError(codeNormal, "")
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return reply, err
+	}
+	w := bufio.NewWriter(s)
+	w.WriteByte(StreamJoin)
+	if err := writeFrame(w, body); err != nil {
+		return reply, err
+	}
+	if err := w.Flush(); err != nil {
+		return reply, err
+	}
+	raw, err := readFrame(bufio.NewReader(s), maxJoinFrame)
+	if err != nil {
+		return reply, fmt.Errorf("no answer to the join: %w", err)
+	}
+	if err := oplog.Unmarshal(raw, &reply); err != nil {
+		return reply, fmt.Errorf("garbled answer to the join: %w", err)
+	}
+	return reply, nil
+}

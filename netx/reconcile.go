@@ -1,0 +1,611 @@
+package netx
+
+import (
+	"cmp"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+
+	"github.com/pln-mesh/pln/oplog"
+)
+
+// Anti-entropy (DESIGN.md §5): range-based set reconciliation, after Aljoscha
+// Meyer's "Range-Based Set Reconciliation" and the negentropy protocol, over
+// each node's sync set ordered by (HLC, ID). The two sides exchange
+// fingerprints of ranges, split the ranges whose fingerprints differ, and
+// list the items of small ranges; the answer to a list settles its range.
+// Work grows with the difference, not with the log.
+//
+// Reconciler is the protocol alone: bytes in, bytes out, no I/O, no clock, no
+// goroutines. The sync stream (or a test) carries the messages:
+//
+//	a := NewReconciler(ourSnapshot, cfg)   b := NewReconciler(theirs, cfg)
+//	msg, _ := a.Initiate()
+//	for {                                  // the sides take turns
+//	    reply, done, err := b.Reconcile(msg)
+//	    ... send reply if non-nil; stop when done ...
+//	}
+//
+// Then a.Have() are the ops a holds that b lacks, a.Need() those b holds that
+// a lacks, and b's are the mirror image: each side sends the ops in its Have.
+//
+// Messages are stateless in the way negentropy's are: each one covers the
+// whole key space, so a reply that would pass MaxMessageBytes stops early and
+// sums up the rest as one fingerprint, which the next round splits again.
+//
+// Round trips. Two sets in sync take one: the initiator sends one
+// fingerprint, the responder answers with an empty message. Otherwise the
+// splitting is aimed to reach ranges of ListThreshold/2 items by the last
+// message that can still send lists within TargetRoundTrips: the first split
+// of the whole set makes FirstFanout parts (paid once, not per difference),
+// and every later split makes the fewest parts that still get there in the
+// messages left, because each part costs about ten bytes per differing range
+// at every level. With a million items the splits go 64, 8, 8, 8, 8: ranges of
+// about four items at the seventh message, their lists in it, the replies in
+// the eighth.
+
+// SyncSet is what reconciliation reads: a set of items ordered by (HLC, then
+// ID bytes), addressed by rank. *store.SyncIndex implements it.
+//
+// Pass a set that holds still for the whole exchange: a snapshot,
+// store.SyncIndex().Snapshot(), taken per exchange. Ranks address items, and
+// a list reply addresses the items we listed by position, so a set that
+// changes under the exchange gives a Have and Need that may miss or wrongly
+// include the ops that moved (the next exchange repairs that). It never makes
+// a message invalid or an exchange fail: the Reconciler checks what it reads.
+type SyncSet interface {
+	// Len returns the number of items.
+	Len() int
+	// Rank returns how many items order before (hlc, id); id may be a
+	// zero-padded prefix.
+	Rank(hlc oplog.HLC, id oplog.ID) int
+	// At returns the item of rank i, 0 <= i < Len(). A set that may change
+	// should answer a rank past its end with its last item, not panic.
+	At(i int) (oplog.HLC, oplog.ID)
+	// Sum returns the sum of the IDs of the items of rank i to j-1, each read
+	// as a 256-bit little-endian integer, modulo 2^256, little-endian. Both
+	// sides of an exchange must agree on this: it is part of the protocol. A
+	// set that may change should clamp ranks past its end, not panic.
+	Sum(i, j int) [32]byte
+}
+
+// Defaults and limits of ReconcileConfig.
+const (
+	// DefaultFirstFanout is how many parts the first split of a whole set
+	// makes: 64 fingerprints, about 700 bytes, sent once.
+	DefaultFirstFanout = 64
+	// DefaultMaxFanout caps the parts of any later split (and is the fanout
+	// once TargetRoundTrips has passed).
+	DefaultMaxFanout = 16
+	// DefaultListThreshold is the most items a range may hold to be sent as a
+	// list rather than split: about 35 bytes an item against ten a part.
+	DefaultListThreshold = 8
+	// DefaultTargetRoundTrips is how many round trips the splitting aims to
+	// finish in.
+	DefaultTargetRoundTrips = 4
+	// DefaultMaxMessageBytes bounds one message, in bytes (64 KiB). Keep it
+	// within the frame layer's limit.
+	DefaultMaxMessageBytes = 64 << 10
+	// MinMessageBytes is the smallest MaxMessageBytes allowed (1 KiB): room
+	// for a first split's worth of fingerprints and the summary of the rest.
+	MinMessageBytes = 1 << 10
+	// maxFanoutLimit bounds both fanouts, so a split always fits a message.
+	maxFanoutLimit = 64
+)
+
+// ReconcileConfig tunes a Reconciler. Zero fields take their defaults; both
+// sides of an exchange may differ in everything but MaxMessageBytes, which
+// each must accept from the other.
+type ReconcileConfig struct {
+	// FirstFanout is how many parts the first split of the whole set makes.
+	// Default DefaultFirstFanout (64), at most 64.
+	FirstFanout int
+	// MaxFanout caps later splits. Default DefaultMaxFanout (16), 2 to 64.
+	MaxFanout int
+	// ListThreshold is the most items a range holds to be listed instead of
+	// split. Default DefaultListThreshold (8), at least 2.
+	ListThreshold int
+	// TargetRoundTrips is how many round trips splitting aims to finish in.
+	// Default DefaultTargetRoundTrips (4).
+	TargetRoundTrips int
+	// MaxMessageBytes bounds every message sent and received, in bytes.
+	// Default DefaultMaxMessageBytes (64 KiB), at least MinMessageBytes.
+	MaxMessageBytes int
+	// Rand is where Initiate reads the exchange's nonce. Default
+	// crypto/rand.Reader; tests pass a seeded source.
+	Rand io.Reader
+}
+
+// DefaultReconcileConfig returns the settings a node runs with.
+func DefaultReconcileConfig() ReconcileConfig {
+	return ReconcileConfig{
+		FirstFanout:      DefaultFirstFanout,
+		MaxFanout:        DefaultMaxFanout,
+		ListThreshold:    DefaultListThreshold,
+		TargetRoundTrips: DefaultTargetRoundTrips,
+		MaxMessageBytes:  DefaultMaxMessageBytes,
+		Rand:             rand.Reader,
+	}
+}
+
+func (c ReconcileConfig) withDefaults() (ReconcileConfig, error) {
+	d := DefaultReconcileConfig()
+	c.FirstFanout = cmp.Or(c.FirstFanout, d.FirstFanout)
+	c.MaxFanout = cmp.Or(c.MaxFanout, d.MaxFanout)
+	c.ListThreshold = cmp.Or(c.ListThreshold, d.ListThreshold)
+	c.TargetRoundTrips = cmp.Or(c.TargetRoundTrips, d.TargetRoundTrips)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, d.MaxMessageBytes)
+	if c.Rand == nil {
+		c.Rand = d.Rand
+	}
+	switch {
+	case c.FirstFanout < 2 || c.FirstFanout > maxFanoutLimit:
+		return c, fmt.Errorf("reconcile config: FirstFanout %d is outside [2, %d]", c.FirstFanout, maxFanoutLimit)
+	case c.MaxFanout < 2 || c.MaxFanout > maxFanoutLimit:
+		return c, fmt.Errorf("reconcile config: MaxFanout %d is outside [2, %d]", c.MaxFanout, maxFanoutLimit)
+	case c.ListThreshold < 2:
+		return c, fmt.Errorf("reconcile config: ListThreshold %d is below 2", c.ListThreshold)
+	case c.TargetRoundTrips < 1:
+		return c, fmt.Errorf("reconcile config: TargetRoundTrips %d is below 1", c.TargetRoundTrips)
+	case c.MaxMessageBytes < MinMessageBytes:
+		return c, fmt.Errorf("reconcile config: MaxMessageBytes %d is below %d", c.MaxMessageBytes, MinMessageBytes)
+	case c.ListThreshold*maxItemBytes+maxBoundBytes+2*binary.MaxVarintLen64 > c.MaxMessageBytes/2:
+		return c, fmt.Errorf("reconcile config: a list of %d items does not fit in half of %d bytes", c.ListThreshold, c.MaxMessageBytes)
+	}
+	return c, nil
+}
+
+// ReconcileStats counts one side's traffic in an exchange.
+type ReconcileStats struct {
+	MessagesSent, MessagesReceived int
+	BytesSent, BytesReceived       int
+}
+
+type role int
+
+const (
+	roleNone role = iota
+	roleInitiator
+	roleResponder
+)
+
+// Reconciler runs one side of one anti-entropy exchange. It is not safe for
+// concurrent use, and it is used once: make a new one per exchange.
+type Reconciler struct {
+	set   SyncSet
+	cfg   ReconcileConfig
+	err   error // a bad config, reported by the first call
+	role  role
+	nonce [NonceBytes]byte
+	done  bool
+	stats ReconcileStats
+
+	have map[oplog.ID]oplog.HLC // ours, the peer lacks
+	need map[oplog.ID]oplog.HLC // the peer's, we lack
+}
+
+// NewReconciler returns a Reconciler over set (see SyncSet: pass a
+// snapshot). If cfg is invalid, Initiate and Reconcile say why.
+func NewReconciler(set SyncSet, cfg ReconcileConfig) *Reconciler {
+	cfg, err := cfg.withDefaults()
+	return &Reconciler{set: set, cfg: cfg, err: err, have: map[oplog.ID]oplog.HLC{}, need: map[oplog.ID]oplog.HLC{}}
+}
+
+// Initiate returns the first message of an exchange, which makes this side
+// the initiator. It draws the exchange's nonce from cfg.Rand: the nonce keys
+// the fingerprints, so nobody can prepare ops that collide with them.
+func (r *Reconciler) Initiate() ([]byte, error) {
+	switch {
+	case r.err != nil:
+		return nil, r.err
+	case r.role != roleNone:
+		return nil, fmt.Errorf("%w: Initiate on a reconciler that has already started", ErrReconcileOutOfTurn)
+	}
+	if _, err := io.ReadFull(r.cfg.Rand, r.nonce[:]); err != nil {
+		return nil, fmt.Errorf("reconcile: drawing a nonce: %w", err)
+	}
+	r.role = roleInitiator
+	o := r.newOutput(true)
+	if n := r.set.Len(); n == 0 {
+		// Nothing to fingerprint: say so, and the peer lists all it has.
+		o.idList(lowest, infinity, nil)
+	} else {
+		// In sync is the common case, and costs this one fingerprint.
+		o.entry(lowest, infinity, modeFingerprint, r.fingerprint(0, n))
+	}
+	return r.send(o), nil
+}
+
+// Reconcile reads the peer's message and returns the reply. out is nil when
+// there is nothing to send. done means this side has nothing more to say and
+// expects nothing more: send out (if any), then the exchange is over and
+// Have and Need are complete. An error means the peer sent a bad message;
+// drop it.
+func (r *Reconciler) Reconcile(in []byte) (out []byte, done bool, err error) {
+	switch {
+	case r.err != nil:
+		return nil, true, r.err
+	case r.done:
+		return nil, true, fmt.Errorf("%w: the exchange is over", ErrReconcileOutOfTurn)
+	case len(in) > r.cfg.MaxMessageBytes:
+		r.done = true
+		return nil, true, fmt.Errorf("%w: %d bytes, limit %d", ErrReconcileMalformed, len(in), r.cfg.MaxMessageBytes)
+	}
+	msg, err := decodeMessage(in)
+	if err == nil {
+		err = r.checkTurn(msg)
+	}
+	if err == nil {
+		r.stats.MessagesReceived++
+		r.stats.BytesReceived += len(in)
+		out, err = r.process(msg)
+	}
+	if err != nil {
+		r.done = true
+		return nil, true, err
+	}
+	return out, r.done, nil
+}
+
+// checkTurn checks the message fits the exchange so far.
+func (r *Reconciler) checkTurn(msg *message) error {
+	switch {
+	case r.role == roleNone && !msg.first:
+		return fmt.Errorf("%w: the first message of an exchange must carry the initiator's nonce", ErrReconcileOutOfTurn)
+	case r.role == roleNone:
+		r.role, r.nonce = roleResponder, msg.nonce
+	case msg.first:
+		return fmt.Errorf("%w: a first message in the middle of an exchange", ErrReconcileOutOfTurn)
+	}
+	return nil
+}
+
+// Have returns the IDs of the ops this side holds and the peer lacks, in
+// (HLC, ID) order. It is complete once the exchange is done.
+func (r *Reconciler) Have() []oplog.ID { return sortedIDs(r.have) }
+
+// Need returns the IDs of the ops the peer holds and this side lacks, in
+// (HLC, ID) order. It is complete once the exchange is done.
+func (r *Reconciler) Need() []oplog.ID { return sortedIDs(r.need) }
+
+// Stats returns this side's traffic so far.
+func (r *Reconciler) Stats() ReconcileStats { return r.stats }
+
+func sortedIDs(m map[oplog.ID]oplog.HLC) []oplog.ID {
+	items := make([]item, 0, len(m))
+	for id, hlc := range m {
+		items = append(items, item{hlc, id})
+	}
+	slices.SortFunc(items, compareItems)
+	ids := make([]oplog.ID, len(items))
+	for i, it := range items {
+		ids[i] = it.id
+	}
+	return ids
+}
+
+// process answers every range of the peer's message.
+func (r *Reconciler) process(msg *message) ([]byte, error) {
+	if !msg.needsReply() {
+		// Only answers: take them in, and the exchange is over.
+		lo := lowest
+		for i := range msg.entries {
+			e := &msg.entries[i]
+			if e.mode == modeListReply {
+				r.takeReply(lo, e)
+			}
+			lo = e.upper
+		}
+		r.done = true
+		return nil, nil
+	}
+	o := r.newOutput(false)
+	lo := lowest
+	for i := range msg.entries {
+		e := &msg.entries[i]
+		if o.full && e.mode != modeListReply {
+			lo = e.upper
+			continue // inside the summarised rest
+		}
+		switch e.mode {
+		case modeFingerprint:
+			r.compare(o, lo, e.upper, e.fp)
+		case modeIdList:
+			r.answerList(o, lo, e.upper, e.items)
+		case modeListReply:
+			r.takeReply(lo, e)
+		}
+		lo = e.upper
+	}
+	out := r.send(o)
+	r.done = !o.asks
+	return out, nil
+}
+
+func (r *Reconciler) send(o *output) []byte {
+	r.stats.MessagesSent++
+	r.stats.BytesSent += len(o.buf)
+	return o.buf
+}
+
+// rank returns the rank of the first of our items at or after b.
+func (r *Reconciler) rank(b bound) int {
+	if b.inf {
+		return r.set.Len()
+	}
+	return r.set.Rank(b.hlc, b.id)
+}
+
+func (r *Reconciler) at(i int) item {
+	hlc, id := r.set.At(i)
+	return item{hlc, id}
+}
+
+// span returns the ranks of our items in [lo, hi).
+func (r *Reconciler) span(lo, hi bound) (i, j int) {
+	i, j = r.rank(lo), r.rank(hi)
+	return i, max(i, j) // j < i only if the set changed in between
+}
+
+// inRange reports whether it belongs next in a list of [lo, hi) whose last
+// item so far is last (nil for none). Over a set that holds still every item
+// read does; over one that changes, what was read out of place is dropped, so
+// no message we send is ever out of order.
+func inRange(it item, lo, hi bound, last *item) bool {
+	return !it.below(lo) && it.below(hi) && (last == nil || compareItems(*last, it) < 0)
+}
+
+// itemsIn returns our items of ranks [i, j) in [lo, hi), in order.
+func (r *Reconciler) itemsIn(lo, hi bound, i, j int) []item {
+	items := make([]item, 0, j-i)
+	for t := i; t < j; t++ {
+		var last *item
+		if len(items) > 0 {
+			last = &items[len(items)-1]
+		}
+		if it := r.at(t); inRange(it, lo, hi, last) {
+			items = append(items, it)
+		}
+	}
+	return items
+}
+
+// fingerprint keys, hashes and truncates the sum and count of ranks [i, j).
+func (r *Reconciler) fingerprint(i, j int) []byte {
+	var b [len(fpDomain) + NonceBytes + 32 + 8]byte
+	n := copy(b[:], fpDomain)
+	n += copy(b[n:], r.nonce[:])
+	sum := r.set.Sum(i, j)
+	n += copy(b[n:], sum[:])
+	binary.LittleEndian.PutUint64(b[n:], uint64(j-i))
+	h := sha256.Sum256(b[:])
+	return h[:FingerprintBytes]
+}
+
+// compare answers a peer's fingerprint of [lo, hi): nothing if ours matches,
+// our list if we hold few items there, else our fingerprints of its parts.
+func (r *Reconciler) compare(o *output, lo, hi bound, fp [FingerprintBytes]byte) {
+	i, j := r.span(lo, hi)
+	if string(r.fingerprint(i, j)) == string(fp[:]) {
+		return
+	}
+	if j-i <= r.cfg.ListThreshold {
+		if !o.idList(lo, hi, r.itemsIn(lo, hi, i, j)) {
+			o.summariseFrom(lo)
+		}
+		return
+	}
+	k := r.fanout(j-i, lo == lowest && hi.inf)
+	from, start := lo, i
+	for p := 1; p <= k; p++ {
+		upper, end := hi, j
+		if p < k {
+			end = i + (j-i)*p/k
+			a, b := r.at(end-1), r.at(end)
+			if compareItems(a, b) >= 0 {
+				o.summariseFrom(from) // the set changed under us
+				return
+			}
+			if upper = separator(a, b); upper.compare(from) <= 0 || upper.compare(hi) >= 0 {
+				o.summariseFrom(from)
+				return
+			}
+		}
+		if !o.entry(from, upper, modeFingerprint, r.fingerprint(start, end)) {
+			o.summariseFrom(from)
+			return
+		}
+		from, start = upper, end
+	}
+}
+
+// fanout decides how many parts to split m items into; see the top of the
+// file for why.
+func (r *Reconciler) fanout(m int, whole bool) int {
+	aim := r.cfg.ListThreshold / 2
+	worth := (m + aim - 1) / aim // parts of aim items; more is waste
+	k := r.cfg.MaxFanout
+	if whole {
+		k = r.cfg.FirstFanout
+	} else if left := r.listMessage() - r.msgIndex(); left >= 1 {
+		k = min(k, int(math.Ceil(math.Pow(float64(m)/float64(aim), 1/float64(left)))))
+	}
+	return max(2, min(k, worth))
+}
+
+// msgIndex is the number of the message being written: 1 for the first.
+func (r *Reconciler) msgIndex() int { return r.stats.MessagesSent + r.stats.MessagesReceived + 1 }
+
+// listMessage is the last message in which a split can still be answered by
+// lists and those by replies within TargetRoundTrips.
+func (r *Reconciler) listMessage() int { return 2*r.cfg.TargetRoundTrips - 1 }
+
+// answerList answers a peer's list of its items in [lo, hi): which of them we
+// lack, and which of ours it lacks. If that does not fit, it answers for a
+// first part of the range and summarises the rest.
+func (r *Reconciler) answerList(o *output, lo, hi bound, theirs []item) {
+	i, j := r.span(lo, hi)
+	room := o.room(lo) - 1 - maxBoundBytes - 2*binary.MaxVarintLen64 - (len(theirs)+7)/8
+	var (
+		extras []item // ours, not theirs
+		lacks  = make([]bool, len(theirs))
+		cut    = hi  // where this answer ends
+		last   *item // our last item walked
+		used   int
+		q      int
+	)
+	for t := i; t < j; t++ {
+		it := r.at(t)
+		if !inRange(it, lo, hi, last) {
+			continue
+		}
+		for q < len(theirs) && compareItems(theirs[q], it) < 0 {
+			lacks[q] = true
+			q++
+		}
+		if q < len(theirs) && theirs[q] == it {
+			q++
+			last = &it
+			continue
+		}
+		prev := lo.hlc
+		if len(extras) > 0 {
+			prev = extras[len(extras)-1].hlc
+		}
+		size := uvarintLen(uint64(it.hlc-prev)) + len(it.id)
+		if used+size > room {
+			if last == nil {
+				o.summariseFrom(lo)
+				return
+			}
+			cut = separator(*last, it)
+			break
+		}
+		used += size
+		extras = append(extras, it)
+		last = &it
+	}
+	for ; q < len(theirs); q++ {
+		lacks[q] = true
+	}
+	// The answer covers those of their items below the cut.
+	covered, _ := slices.BinarySearchFunc(theirs, cut, func(it item, b bound) int {
+		if it.below(b) {
+			return -1
+		}
+		return 1
+	})
+	bitmap := make([]byte, (covered+7)/8)
+	for k := range covered {
+		if lacks[k] {
+			bitmap[k/8] |= 1 << (k % 8)
+			r.need[theirs[k].id] = theirs[k].hlc
+		}
+	}
+	for _, it := range extras {
+		r.have[it.id] = it.hlc
+	}
+	if len(extras) > 0 || slices.ContainsFunc(bitmap, func(b byte) bool { return b != 0 }) {
+		payload := binary.AppendUvarint(nil, uint64(covered))
+		payload = append(payload, bitmap...)
+		payload = appendItems(payload, lo, extras)
+		o.entry(lo, cut, modeListReply, payload) // room was reckoned for it
+	}
+	if cut != hi {
+		o.summariseFrom(cut)
+	}
+}
+
+// takeReply takes in the peer's answer to our list of [lo, e.upper).
+func (r *Reconciler) takeReply(lo bound, e *entry) {
+	// The bitmap addresses the items we listed by position. If we no longer
+	// hold as many there (the set changed, or the peer is confused), it
+	// cannot be read; the next exchange will find those ops again.
+	if i, j := r.span(lo, e.upper); j-i == e.count {
+		for k := range e.count {
+			if e.bitmap[k/8]>>(k%8)&1 != 0 {
+				it := r.at(i + k)
+				r.have[it.id] = it.hlc
+			}
+		}
+	}
+	for _, it := range e.items {
+		if k := r.rank(bound{hlc: it.hlc, id: it.id}); k < r.set.Len() && r.at(k) == it {
+			continue // we hold it after all
+		}
+		r.need[it.id] = it.hlc
+	}
+}
+
+// output builds one message within MaxMessageBytes. Ranges nobody writes an
+// entry for are Skip: a Skip entry is written only where a later entry needs
+// its range to start.
+type output struct {
+	r     *Reconciler
+	buf   []byte
+	limit int   // bytes entries may use; the rest is kept for summariseFrom
+	prev  bound // the upper bound of the last entry written
+	asks  bool  // an entry needs an answer
+	full  bool  // summariseFrom has run: the rest of the space is covered
+}
+
+// summaryBytes is kept free in every message for summariseFrom: a Skip entry
+// up to where the summary starts, and a fingerprint to +∞.
+const summaryBytes = 1 + maxBoundBytes + 1 + FingerprintBytes
+
+func (r *Reconciler) newOutput(first bool) *output {
+	o := &output{r: r, limit: r.cfg.MaxMessageBytes - summaryBytes}
+	if first {
+		o.buf = append(o.buf, msgFirst)
+		o.buf = append(o.buf, r.nonce[:]...)
+	} else {
+		o.buf = append(o.buf, msgNext)
+	}
+	return o
+}
+
+// room is how many bytes an entry starting at lo may take, bound included.
+func (o *output) room(lo bound) int {
+	n := o.limit - len(o.buf)
+	if lo != o.prev {
+		n -= boundBytes(o.prev, lo)
+	}
+	return n
+}
+
+// entry writes [lo, hi) with a payload, after a Skip entry up to lo if
+// needed. It reports false, writing nothing, if that does not fit.
+func (o *output) entry(lo, hi bound, m mode, payload []byte) bool {
+	if o.full || boundBytes(lo, hi)+len(payload) > o.room(lo) {
+		return false
+	}
+	if lo != o.prev {
+		o.buf = appendBound(o.buf, modeSkip, o.prev, lo)
+	}
+	o.buf = appendBound(o.buf, m, lo, hi)
+	o.buf = append(o.buf, payload...)
+	o.prev = hi
+	o.asks = o.asks || m == modeFingerprint || m == modeIdList
+	return true
+}
+
+func (o *output) idList(lo, hi bound, items []item) bool {
+	return o.entry(lo, hi, modeIdList, appendItems(nil, lo, items))
+}
+
+// summariseFrom ends the message's real work at lo: the rest of the space
+// goes as one fingerprint of our items there, to be split again next round.
+// The room was kept for it.
+func (o *output) summariseFrom(lo bound) {
+	if o.full {
+		return
+	}
+	o.limit += summaryBytes
+	i := o.r.rank(lo)
+	o.entry(lo, infinity, modeFingerprint, o.r.fingerprint(i, o.r.set.Len()))
+	o.full = true
+}
