@@ -24,12 +24,13 @@ type target struct {
 	addrs []string
 }
 
-// dialLoop keeps the node linked to the peers it should have, every
-// DialInterval, with per-address backoff.
+// dialLoop keeps the node linked to the peers it should have, and to no
+// others, every DialInterval, with per-address backoff.
 func (m *Mesh) dialLoop() {
 	t := time.NewTicker(m.cfg.DialInterval)
 	defer t.Stop()
 	for {
+		m.Recheck() // grants also lapse by expiry, with no op to say so
 		for _, tg := range m.targets() {
 			m.maybeDial(tg)
 		}

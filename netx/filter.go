@@ -1,9 +1,11 @@
 package netx
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -140,4 +142,30 @@ func (c *filteredConn) Close() error {
 	c.timers = nil
 	c.mu.Unlock()
 	return c.PacketConn.Close()
+}
+
+// SetReadBuffer and SetWriteBuffer pass through to the socket, which quic-go
+// sizes for throughput.
+func (c *filteredConn) SetReadBuffer(n int) error {
+	if s, ok := c.PacketConn.(interface{ SetReadBuffer(int) error }); ok {
+		return s.SetReadBuffer(n)
+	}
+	return nil
+}
+
+func (c *filteredConn) SetWriteBuffer(n int) error {
+	if s, ok := c.PacketConn.(interface{ SetWriteBuffer(int) error }); ok {
+		return s.SetWriteBuffer(n)
+	}
+	return nil
+}
+
+// SyscallConn exposes the socket for quic-go's buffer checks.
+func (c *filteredConn) SyscallConn() (syscall.RawConn, error) {
+	if s, ok := c.PacketConn.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); ok {
+		return s.SyscallConn()
+	}
+	return nil, errors.New("not a socket")
 }

@@ -41,6 +41,7 @@ type CLI struct {
 	Log     LogCmd     `cmd:"" help:"Show, export or import the op log."`
 	Audit   AuditCmd   `cmd:"" help:"Show every admission, grant, deny and refused op."`
 	Replay  ReplayCmd  `cmd:"" help:"Fold a log offline; show its view and placements, or check its decisions."`
+	Dev     DevCmd     `cmd:"" help:"Run a throwaway cluster of several nodes on this machine, to try pln."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 
