@@ -157,3 +157,14 @@ func LocalAddrs(listen net.Addr) []string {
 	}
 	return slices.Clip(out)
 }
+
+// Public reports whether addr (host:port) is a global unicast address that
+// is not private: one any machine on the internet can dial.
+func Public(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsGlobalUnicast() && !ip.IsPrivate()
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/pln-mesh/pln/netx"
@@ -183,7 +184,7 @@ func invite(_ context.Context, n *Node, r InviteRequest) (*InviteResult, error) 
 // chain its author to the root.
 func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, error) {
 	v := n.View()
-	t := &Token{Cluster: n.cluster, Name: v.Name, InviteKey: inviteKey, Addrs: n.Addrs()}
+	t := &Token{Cluster: n.cluster, Name: v.Name, InviteKey: inviteKey, Addrs: n.bootstrapAddrs(v)}
 	var err error
 	if t.Genesis, _, err = n.store.Get(v.Members[v.Root].Grant); err != nil {
 		return nil, fmt.Errorf("genesis: %w", err)
@@ -203,6 +204,26 @@ func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, err
 	}
 	t.Chain = chain
 	return t, nil
+}
+
+// maxTokenAddrs bounds the addresses an invite carries.
+const maxTokenAddrs = 8
+
+// bootstrapAddrs are where a joiner can find the cluster: this node's
+// addresses, then those of live peers reachable from anywhere.
+func (n *Node) bootstrapAddrs(v *reducers.View) []string {
+	addrs := slices.Clone(n.Addrs())
+	now := n.nowHLC()
+	for _, k := range v.LiveNodes(now) {
+		if l := v.Loads[k]; k != n.self && l.Relay {
+			for _, a := range l.Addrs {
+				if netx.Public(a) && !slices.Contains(addrs, a) {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+	}
+	return addrs[:min(len(addrs), maxTokenAddrs)]
 }
 
 // Addrs returns where this node can be reached: the advertised addresses, or

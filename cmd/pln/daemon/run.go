@@ -136,6 +136,8 @@ func (n *Node) sampleLoad() *reducers.Load {
 	h := sampleHost()
 	l := &reducers.Load{Node: n.self, CPUMilli: h.cpuMilli, CPUUsedMilli: h.cpuUsedMilli,
 		MemBytes: h.memBytes, MemUsedBytes: h.memUsedBytes, Addrs: n.Addrs()}
+	// A node reachable from anywhere offers to relay and to bootstrap joiners.
+	l.Relay = slices.ContainsFunc(l.Addrs, netx.Public)
 	if m := n.mesh.Load(); m != nil {
 		l.Coord = m.Coord()
 	}
