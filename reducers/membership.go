@@ -265,15 +265,14 @@ func (m *membership) lastBefore(k oplog.Key, key orderKey) *event {
 }
 
 // cutAfter returns the first deny of author after key whose keep set does not
-// list id: the deny that makes an op written before it stop counting.
+// list id: the deny that makes an op written before it stop counting. Every
+// later deny gets its say, so a cascading deny can take back what an earlier,
+// gentler one kept (a key first retired, then found compromised).
 func (m *membership) cutAfter(author oplog.Key, key orderKey, id oplog.ID) *event {
 	line := m.lines[author]
 	i, _ := slices.BinarySearchFunc(line, key, func(e *event, key orderKey) int { return bytes.Compare(e.key[:], key[:]) })
 	for ; i < len(line); i++ {
-		if e := line[i]; e.deny != nil {
-			if e.keep[id] || e.key == key {
-				return nil
-			}
+		if e := line[i]; e.deny != nil && e.key != key && !e.keep[id] {
 			return e
 		}
 	}

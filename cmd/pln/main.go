@@ -50,7 +50,6 @@ func main() {
 	k := kong.Parse(&cli,
 		kong.Name("pln"),
 		kong.Description("pln turns machines into one self-organising pool of compute."),
-		kong.UsageOnError(),
 		kong.Bind(&cli.Globals),
 	)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

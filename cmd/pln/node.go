@@ -112,7 +112,7 @@ func (c *JoinCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		addrs = append(peers, t.Addrs...)
 	} else {
-		fmt.Fprintln(os.Stderr, "pln: the token names no address (it was made on a node that never ran); enrolling offline")
+		fmt.Fprintln(os.Stderr, "note: the token names no address (it was made on a node that never ran): enrolled offline; the cluster learns of this node through 'pln log export/import'")
 	}
 	n, err := plan.Enroll(addrs)
 	if err != nil {

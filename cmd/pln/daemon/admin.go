@@ -85,7 +85,7 @@ func grant(_ context.Context, n *Node, r GrantRequest) (*OpResult, error) {
 	if r.TTL > 0 {
 		g.Expires = oplog.HLCAt(n.cfg.Now().Add(r.TTL))
 	}
-	op, err := n.Author(g)
+	op, err := n.authorAdmin(g)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func deny(_ context.Context, n *Node, r DenyRequest) (*OpResult, error) {
 			return nil, err
 		}
 	}
-	op, err := n.Author(d)
+	op, err := n.authorAdmin(d)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +125,21 @@ func deny(_ context.Context, n *Node, r DenyRequest) (*OpResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// authorAdmin authors an admission op as this node or — where only the root
+// may act, such as changing or denying another admin, and this directory
+// holds the root key ('pln init' made it here) — as the root.
+func (n *Node) authorAdmin(b reducers.Body) (*oplog.Op, error) {
+	op, err := n.Author(b)
+	if !errors.Is(err, ErrRefused) {
+		return op, err
+	}
+	root, rerr := loadKey(filepath.Join(n.cfg.Dir, RootKeyFile))
+	if rerr != nil {
+		return nil, err
+	}
+	return n.authorAs(root, b)
 }
 
 // keepSet lists the subject's ops a deny keeps by default: everything it
@@ -163,6 +178,7 @@ func invite(_ context.Context, n *Node, r InviteRequest) (*InviteResult, error) 
 			return nil, err
 		}
 		g = &reducers.Grant{Subject: subject, Tier: tier, Props: r.Props}
+		expires = 0 // the grant is for a known key and does not lapse
 	} else {
 		if _, inviteKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
 			return nil, err
