@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -302,10 +303,8 @@ func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) { return n.ingestFrom(op
 // ingestFrom is Ingest for ops that arrived from a peer, which the mesh does
 // not send them back to.
 func (n *Node) ingestFrom(from oplog.Key, ops []*oplog.Op) ([]bool, error) {
-	for _, op := range ops {
-		if err := op.Verify(n.cluster); err != nil {
-			return nil, err
-		}
+	if err := verifyAll(n.cluster, ops); err != nil {
+		return nil, err
 	}
 	for _, op := range ops {
 		if err := n.clock.Update(op.HLC); err != nil {
@@ -395,4 +394,37 @@ func (n *Node) Bootstrap() []string {
 		oplog.Unmarshal(b, &addrs)
 	}
 	return addrs
+}
+
+// parallelVerifyMin is the batch size from which signatures are checked on
+// every core: verifying is most of the cost of taking in ops.
+const parallelVerifyMin = 64
+
+// verifyAll checks every op's signature, returning the first failure.
+func verifyAll(cluster oplog.ClusterID, ops []*oplog.Op) error {
+	workers := min(runtime.GOMAXPROCS(0), len(ops)/parallelVerifyMin+1)
+	if workers <= 1 {
+		for _, op := range ops {
+			if err := op.Verify(cluster); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, len(ops))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(ops); i += workers {
+				errs[i] = ops[i].Verify(cluster)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
