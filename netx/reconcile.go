@@ -33,20 +33,24 @@ import (
 // Then a.Have() are the ops a holds that b lacks, a.Need() those b holds that
 // a lacks, and b's are the mirror image: each side sends the ops in its Have.
 //
-// Messages are stateless in the way negentropy's are: each one covers the
-// whole key space, so a reply that would pass MaxMessageBytes stops early and
-// sums up the rest as one fingerprint, which the next round splits again.
+// Messages are stateless, as negentropy's are: each covers the whole key
+// space, and a Reconciler keeps no ranges between messages, only what it has
+// learned. A reply with no room for all its answers hands the ranges left over
+// back to the peer as fingerprints (see process), so MaxMessageBytes bounds
+// every message and only the number of rounds grows.
 //
 // Round trips. Two sets in sync take one: the initiator sends one
-// fingerprint, the responder answers with an empty message. Otherwise the
-// splitting is aimed to reach ranges of ListThreshold/2 items by the last
-// message that can still send lists within TargetRoundTrips: the first split
-// of the whole set makes FirstFanout parts (paid once, not per difference),
-// and every later split makes the fewest parts that still get there in the
-// messages left, because each part costs about ten bytes per differing range
-// at every level. With a million items the splits go 64, 8, 8, 8, 8: ranges of
+// fingerprint (18 bytes), the responder answers with an empty message (1
+// byte). Otherwise the splitting is aimed to reach ranges of ListThreshold/2
+// items by the last message that can still send lists within
+// TargetRoundTrips: the first split of the whole set makes FirstFanout parts
+// (paid once, not per difference), and every later split makes the fewest
+// parts that still get there in the messages left, because each part costs
+// about 11 bytes per differing range at every level, while a listed item
+// costs 35. With a million items the splits go 64, 8, 8, 8, 8: ranges of
 // about four items at the seventh message, their lists in it, the replies in
-// the eighth.
+// the eighth; ten differences cost about 6 KB in all. Where differences are
+// dense, each split is narrowed so all of a message's splits fit in it.
 
 // SyncSet is what reconciliation reads: a set of items ordered by (HLC, then
 // ID bytes), addressed by rank. *store.SyncIndex implements it.
@@ -212,7 +216,7 @@ func (r *Reconciler) Initiate() ([]byte, error) {
 	o := r.newOutput(true)
 	if n := r.set.Len(); n == 0 {
 		// Nothing to fingerprint: say so, and the peer lists all it has.
-		o.idList(lowest, infinity, nil)
+		o.entry(lowest, infinity, modeIdList, appendItems(nil, lowest, nil))
 	} else {
 		// In sync is the common case, and costs this one fingerprint.
 		o.entry(lowest, infinity, modeFingerprint, r.fingerprint(0, n))
@@ -242,7 +246,7 @@ func (r *Reconciler) Reconcile(in []byte) (out []byte, done bool, err error) {
 	if err == nil {
 		r.stats.MessagesReceived++
 		r.stats.BytesReceived += len(in)
-		out, err = r.process(msg)
+		out = r.process(msg)
 	}
 	if err != nil {
 		r.done = true
@@ -289,41 +293,122 @@ func sortedIDs(m map[oplog.ID]oplog.HLC) []oplog.ID {
 }
 
 // process answers every range of the peer's message.
-func (r *Reconciler) process(msg *message) ([]byte, error) {
+//
+// Each range that needs an answer gets one of three: the real answer (a
+// split, our list, or a reply to the peer's list); if that does not fit, an
+// echo, our fingerprint of the range, which hands the range back for the peer
+// to work on next round with a fresh message (about 12 bytes, where cutting
+// the message short would make the peer restart the descent over all the
+// rest); and if not even the echoes fit, a summary of everything left. Room
+// for the echoes of the ranges still to come is kept while answering, but
+// never more than a quarter of the message (more starves the real work: with
+// 1 KiB messages, half costs 30% more bytes and messages), and none for the
+// first range, which gets the whole message: every round does real work on
+// the leftmost ranges, so the exchange ends.
+func (r *Reconciler) process(msg *message) []byte {
 	if !msg.needsReply() {
 		// Only answers: take them in, and the exchange is over.
 		lo := lowest
-		for i := range msg.entries {
-			e := &msg.entries[i]
-			if e.mode == modeListReply {
+		for k := range msg.entries {
+			if e := &msg.entries[k]; e.mode == modeListReply {
 				r.takeReply(lo, e)
 			}
-			lo = e.upper
+			lo = msg.entries[k].upper
 		}
 		r.done = true
-		return nil, nil
+		return nil
 	}
 	o := r.newOutput(false)
+	p := r.plan(o, msg)
+	pending := p.work
+	answered := false
 	lo := lowest
-	for i := range msg.entries {
-		e := &msg.entries[i]
-		if o.full && e.mode != modeListReply {
-			lo = e.upper
-			continue // inside the summarised rest
-		}
-		switch e.mode {
-		case modeFingerprint:
-			r.compare(o, lo, e.upper, e.fp)
-		case modeIdList:
-			r.answerList(o, lo, e.upper, e.items)
-		case modeListReply:
+	for k := range msg.entries {
+		e, pr := &msg.entries[k], p.ranges[k]
+		switch {
+		case e.mode == modeListReply:
 			r.takeReply(lo, e)
+		case !pr.work || o.full:
+		default:
+			pending--
+			o.reserve = 0
+			if answered {
+				o.reserve = min(pending*planEchoBytes, o.limit/4)
+			}
+			var ok bool
+			if e.mode == modeFingerprint {
+				ok = r.split(o, lo, e.upper, pr.i, pr.j, p.maxFanout)
+			} else {
+				ok = r.answerList(o, lo, e.upper, pr.i, pr.j, e.items)
+			}
+			if ok {
+				answered = true
+			} else {
+				r.echo(o, lo, e.upper, pr.i, pr.j)
+			}
 		}
 		lo = e.upper
 	}
 	out := r.send(o)
 	r.done = !o.asks
-	return out, nil
+	return out
+}
+
+// A plan is a first pass over a peer's message: which ranges need an answer,
+// and how many parts each split may make so that all of them fit in this one
+// reply. Where the difference is dense, smaller splits cost fewer bytes per
+// difference than handing ranges back.
+type plan struct {
+	ranges    []plannedRange // by entry
+	work      int            // ranges that need an answer
+	maxFanout int
+}
+
+type plannedRange struct {
+	i, j int  // our ranks
+	work bool // a fingerprint that differs from ours, or a list
+}
+
+// Sizes a plan reckons with, in bytes: a fingerprint entry (tag, a bound of a
+// byte or two, the fingerprint), a list item, and a Skip entry before an
+// entry; an echo is a Skip and a fingerprint.
+const (
+	planFingerprintBytes = 1 + 3 + FingerprintBytes
+	planItemBytes        = 2 + len(oplog.ID{})
+	planSkipBytes        = 4
+	planEchoBytes        = planSkipBytes + planFingerprintBytes
+)
+
+func (r *Reconciler) plan(o *output, msg *message) plan {
+	p := plan{ranges: make([]plannedRange, len(msg.entries))}
+	splits, reserved := 0, 0
+	lo := lowest
+	for k := range msg.entries {
+		e := &msg.entries[k]
+		i, j := r.span(lo, e.upper)
+		pr := plannedRange{i: i, j: j}
+		switch e.mode {
+		case modeFingerprint:
+			pr.work = string(r.fingerprint(i, j)) != string(e.fp[:])
+			switch {
+			case !pr.work:
+			case j-i <= r.listLimit():
+				reserved += planSkipBytes + 2 + (j-i)*planItemBytes
+			default:
+				splits++
+			}
+		case modeIdList:
+			pr.work = true
+			reserved += planSkipBytes + 4 + len(e.items)/8 + planItemBytes
+		}
+		if pr.work {
+			p.work++
+		}
+		p.ranges[k] = pr
+		lo = e.upper
+	}
+	p.maxFanout = max(2, (o.limit-len(o.buf)-reserved)/max(1, splits)/planFingerprintBytes-1)
+	return p
 }
 
 func (r *Reconciler) send(o *output) []byte {
@@ -386,47 +471,56 @@ func (r *Reconciler) fingerprint(i, j int) []byte {
 	return h[:FingerprintBytes]
 }
 
-// compare answers a peer's fingerprint of [lo, hi): nothing if ours matches,
-// our list if we hold few items there, else our fingerprints of its parts.
-func (r *Reconciler) compare(o *output, lo, hi bound, fp [FingerprintBytes]byte) {
-	i, j := r.span(lo, hi)
-	if string(r.fingerprint(i, j)) == string(fp[:]) {
-		return
+// echo hands [lo, hi) back to the peer as our fingerprint of it.
+func (r *Reconciler) echo(o *output, lo, hi bound, i, j int) {
+	o.reserve = 0
+	if !o.entry(lo, hi, modeFingerprint, r.fingerprint(i, j)) {
+		o.summariseFrom(lo)
 	}
-	if j-i <= r.cfg.ListThreshold {
-		if !o.idList(lo, hi, r.itemsIn(lo, hi, i, j)) {
-			o.summariseFrom(lo)
+}
+
+// split answers a peer's fingerprint of [lo, hi) that differs from ours (our
+// items there being ranks [i, j)): our list if we hold few items there, else
+// our fingerprints of at most maxFanout parts. It reports false, writing
+// nothing, if the answer does not fit.
+func (r *Reconciler) split(o *output, lo, hi bound, i, j, maxFanout int) bool {
+	if j-i <= r.listLimit() {
+		return o.entry(lo, hi, modeIdList, appendItems(nil, lo, r.itemsIn(lo, hi, i, j)))
+	}
+	k := min(r.fanout(j-i, lo == lowest && hi.inf), maxFanout)
+	uppers := make([]bound, 0, k)
+	ends := make([]int, 0, k)
+	size := 0
+	from := lo
+	for p := 1; p < k; p++ {
+		end := i + (j-i)*p/k
+		a, b := r.at(end-1), r.at(end)
+		if compareItems(a, b) >= 0 {
+			return false // the set changed under us
 		}
-		return
+		upper := separator(a, b)
+		if upper.compare(from) <= 0 || upper.compare(hi) >= 0 {
+			return false
+		}
+		size += boundBytes(from, upper) + FingerprintBytes
+		uppers, ends, from = append(uppers, upper), append(ends, end), upper
 	}
-	k := r.fanout(j-i, lo == lowest && hi.inf)
+	uppers, ends = append(uppers, hi), append(ends, j)
+	if size+boundBytes(from, hi)+FingerprintBytes > o.room(lo) {
+		return false
+	}
 	from, start := lo, i
-	for p := 1; p <= k; p++ {
-		upper, end := hi, j
-		if p < k {
-			end = i + (j-i)*p/k
-			a, b := r.at(end-1), r.at(end)
-			if compareItems(a, b) >= 0 {
-				o.summariseFrom(from) // the set changed under us
-				return
-			}
-			if upper = separator(a, b); upper.compare(from) <= 0 || upper.compare(hi) >= 0 {
-				o.summariseFrom(from)
-				return
-			}
-		}
-		if !o.entry(from, upper, modeFingerprint, r.fingerprint(start, end)) {
-			o.summariseFrom(from)
-			return
-		}
-		from, start = upper, end
+	for p, upper := range uppers {
+		o.entry(from, upper, modeFingerprint, r.fingerprint(start, ends[p]))
+		from, start = upper, ends[p]
 	}
+	return true
 }
 
 // fanout decides how many parts to split m items into; see the top of the
 // file for why.
 func (r *Reconciler) fanout(m int, whole bool) int {
-	aim := r.cfg.ListThreshold / 2
+	aim := r.aim()
 	worth := (m + aim - 1) / aim // parts of aim items; more is waste
 	k := r.cfg.MaxFanout
 	if whole {
@@ -437,6 +531,20 @@ func (r *Reconciler) fanout(m int, whole bool) int {
 	return max(2, min(k, worth))
 }
 
+// aim is the size of range the splitting aims for: half ListThreshold, so
+// that a range that gained a few items on the other side can still be listed.
+func (r *Reconciler) aim() int { return r.cfg.ListThreshold / 2 }
+
+// listLimit is the most items a range may hold to be listed rather than
+// split. While split levels remain it is aim: a listed item costs about three
+// fingerprints, so splitting on is cheaper. After, it is ListThreshold.
+func (r *Reconciler) listLimit() int {
+	if r.listMessage()-r.msgIndex() >= 1 {
+		return r.aim()
+	}
+	return r.cfg.ListThreshold
+}
+
 // msgIndex is the number of the message being written: 1 for the first.
 func (r *Reconciler) msgIndex() int { return r.stats.MessagesSent + r.stats.MessagesReceived + 1 }
 
@@ -444,12 +552,15 @@ func (r *Reconciler) msgIndex() int { return r.stats.MessagesSent + r.stats.Mess
 // lists and those by replies within TargetRoundTrips.
 func (r *Reconciler) listMessage() int { return 2*r.cfg.TargetRoundTrips - 1 }
 
-// answerList answers a peer's list of its items in [lo, hi): which of them we
-// lack, and which of ours it lacks. If that does not fit, it answers for a
-// first part of the range and summarises the rest.
-func (r *Reconciler) answerList(o *output, lo, hi bound, theirs []item) {
-	i, j := r.span(lo, hi)
-	room := o.room(lo) - 1 - maxBoundBytes - 2*binary.MaxVarintLen64 - (len(theirs)+7)/8
+// answerList answers a peer's list of its items in [lo, hi) (ours being
+// ranks [i, j)): which of them we lack, and which of ours it lacks. If not all
+// of ours fit, it answers for a first part of the range and echoes the rest.
+// It reports false, writing nothing, if not even one of ours fits.
+func (r *Reconciler) answerList(o *output, lo, hi bound, i, j int, theirs []item) bool {
+	room := o.room(lo) - 1 - maxBoundBytes - 2*binary.MaxVarintLen64 - (len(theirs)+7)/8 - planEchoBytes
+	if room < 0 {
+		return false
+	}
 	var (
 		extras []item // ours, not theirs
 		lacks  = make([]bool, len(theirs))
@@ -479,8 +590,7 @@ func (r *Reconciler) answerList(o *output, lo, hi bound, theirs []item) {
 		size := uvarintLen(uint64(it.hlc-prev)) + len(it.id)
 		if used+size > room {
 			if last == nil {
-				o.summariseFrom(lo)
-				return
+				return false
 			}
 			cut = separator(*last, it)
 			break
@@ -503,21 +613,29 @@ func (r *Reconciler) answerList(o *output, lo, hi bound, theirs []item) {
 	for k := range covered {
 		if lacks[k] {
 			bitmap[k/8] |= 1 << (k % 8)
+		}
+	}
+	if len(extras) > 0 || slices.ContainsFunc(bitmap, func(b byte) bool { return b != 0 }) {
+		payload := binary.AppendUvarint(nil, uint64(covered))
+		payload = append(payload, bitmap...)
+		payload = appendItems(payload, lo, extras)
+		if !o.entry(lo, cut, modeListReply, payload) {
+			return false // room was reckoned for it: only a changing set gets here
+		}
+	}
+	// What the peer will learn from the reply, we know now.
+	for k := range covered {
+		if lacks[k] {
 			r.need[theirs[k].id] = theirs[k].hlc
 		}
 	}
 	for _, it := range extras {
 		r.have[it.id] = it.hlc
 	}
-	if len(extras) > 0 || slices.ContainsFunc(bitmap, func(b byte) bool { return b != 0 }) {
-		payload := binary.AppendUvarint(nil, uint64(covered))
-		payload = append(payload, bitmap...)
-		payload = appendItems(payload, lo, extras)
-		o.entry(lo, cut, modeListReply, payload) // room was reckoned for it
-	}
 	if cut != hi {
-		o.summariseFrom(cut)
+		r.echo(o, cut, hi, r.rank(cut), j)
 	}
+	return true
 }
 
 // takeReply takes in the peer's answer to our list of [lo, e.upper).
@@ -539,73 +657,4 @@ func (r *Reconciler) takeReply(lo bound, e *entry) {
 		}
 		r.need[it.id] = it.hlc
 	}
-}
-
-// output builds one message within MaxMessageBytes. Ranges nobody writes an
-// entry for are Skip: a Skip entry is written only where a later entry needs
-// its range to start.
-type output struct {
-	r     *Reconciler
-	buf   []byte
-	limit int   // bytes entries may use; the rest is kept for summariseFrom
-	prev  bound // the upper bound of the last entry written
-	asks  bool  // an entry needs an answer
-	full  bool  // summariseFrom has run: the rest of the space is covered
-}
-
-// summaryBytes is kept free in every message for summariseFrom: a Skip entry
-// up to where the summary starts, and a fingerprint to +∞.
-const summaryBytes = 1 + maxBoundBytes + 1 + FingerprintBytes
-
-func (r *Reconciler) newOutput(first bool) *output {
-	o := &output{r: r, limit: r.cfg.MaxMessageBytes - summaryBytes}
-	if first {
-		o.buf = append(o.buf, msgFirst)
-		o.buf = append(o.buf, r.nonce[:]...)
-	} else {
-		o.buf = append(o.buf, msgNext)
-	}
-	return o
-}
-
-// room is how many bytes an entry starting at lo may take, bound included.
-func (o *output) room(lo bound) int {
-	n := o.limit - len(o.buf)
-	if lo != o.prev {
-		n -= boundBytes(o.prev, lo)
-	}
-	return n
-}
-
-// entry writes [lo, hi) with a payload, after a Skip entry up to lo if
-// needed. It reports false, writing nothing, if that does not fit.
-func (o *output) entry(lo, hi bound, m mode, payload []byte) bool {
-	if o.full || boundBytes(lo, hi)+len(payload) > o.room(lo) {
-		return false
-	}
-	if lo != o.prev {
-		o.buf = appendBound(o.buf, modeSkip, o.prev, lo)
-	}
-	o.buf = appendBound(o.buf, m, lo, hi)
-	o.buf = append(o.buf, payload...)
-	o.prev = hi
-	o.asks = o.asks || m == modeFingerprint || m == modeIdList
-	return true
-}
-
-func (o *output) idList(lo, hi bound, items []item) bool {
-	return o.entry(lo, hi, modeIdList, appendItems(nil, lo, items))
-}
-
-// summariseFrom ends the message's real work at lo: the rest of the space
-// goes as one fingerprint of our items there, to be split again next round.
-// The room was kept for it.
-func (o *output) summariseFrom(lo bound) {
-	if o.full {
-		return
-	}
-	o.limit += summaryBytes
-	i := o.r.rank(lo)
-	o.entry(lo, infinity, modeFingerprint, o.r.fingerprint(i, o.r.set.Len()))
-	o.full = true
 }

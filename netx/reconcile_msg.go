@@ -424,3 +424,69 @@ func (d *decoder) items(lo, hi bound) ([]item, error) {
 	}
 	return items, nil
 }
+
+// output builds one message within MaxMessageBytes. Ranges nobody writes an
+// entry for are Skip: a Skip entry is written only where a later entry needs
+// its range to start.
+type output struct {
+	r       *Reconciler
+	buf     []byte
+	limit   int   // bytes entries may use; the rest is kept for summariseFrom
+	reserve int   // bytes entries may not use, kept for echoes to come
+	prev    bound // the upper bound of the last entry written
+	asks    bool  // an entry needs an answer
+	full    bool  // summariseFrom has run: the rest of the space is covered
+}
+
+// summaryBytes is kept free in every message for summariseFrom: a Skip entry
+// up to where the summary starts, and a fingerprint to +∞.
+const summaryBytes = 1 + maxBoundBytes + 1 + FingerprintBytes
+
+func (r *Reconciler) newOutput(first bool) *output {
+	o := &output{r: r, limit: r.cfg.MaxMessageBytes - summaryBytes}
+	if first {
+		o.buf = append(o.buf, msgFirst)
+		o.buf = append(o.buf, r.nonce[:]...)
+	} else {
+		o.buf = append(o.buf, msgNext)
+	}
+	return o
+}
+
+// room is how many bytes an entry starting at lo may take, bound included.
+func (o *output) room(lo bound) int {
+	n := o.limit - o.reserve - len(o.buf)
+	if lo != o.prev {
+		n -= boundBytes(o.prev, lo)
+	}
+	return n
+}
+
+// entry writes [lo, hi) with a payload, after a Skip entry up to lo if
+// needed. It reports false, writing nothing, if that does not fit.
+func (o *output) entry(lo, hi bound, m mode, payload []byte) bool {
+	if o.full || boundBytes(lo, hi)+len(payload) > o.room(lo) {
+		return false
+	}
+	if lo != o.prev {
+		o.buf = appendBound(o.buf, modeSkip, o.prev, lo)
+	}
+	o.buf = appendBound(o.buf, m, lo, hi)
+	o.buf = append(o.buf, payload...)
+	o.prev = hi
+	o.asks = o.asks || m == modeFingerprint || m == modeIdList
+	return true
+}
+
+// summariseFrom ends the message's real work at lo: the rest of the space
+// goes as one fingerprint of our items there, to be split again next round.
+// The room was kept for it.
+func (o *output) summariseFrom(lo bound) {
+	if o.full {
+		return
+	}
+	o.limit += summaryBytes
+	o.reserve = 0
+	o.entry(lo, infinity, modeFingerprint, o.r.fingerprint(o.r.rank(lo), o.r.set.Len()))
+	o.full = true
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
+	"github.com/pln-mesh/pln/oplog/store"
 	"github.com/pln-mesh/pln/reducers"
 )
 
@@ -28,7 +29,11 @@ func (h meshHost) Ops(ids []oplog.ID) []*oplog.Op {
 	return out
 }
 
-func (h meshHost) SyncSet() netx.SyncSet { return h.store.SyncIndex() }
+// SyncSet is a snapshot of the store's sync index: a session reconciles
+// one fixed set, while ops that arrive meanwhile wait for the next session.
+func (h meshHost) SyncSet() netx.SyncSet { return h.store.SyncIndex().Snapshot() }
+
+var _ netx.SyncSet = (*store.SyncIndex)(nil)
 
 // AcceptJoin admits a joiner that connected with key joiner and presented
 // ops: the genesis, the grants that chain its inviter to the root, and last
