@@ -1,8 +1,8 @@
 package netx
 
 import (
-	"crypto/rand"
 	"cmp"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
