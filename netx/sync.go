@@ -223,16 +223,23 @@ func (m *Mesh) runSync(ctx context.Context, peer oplog.Key, s *quic.Stream, init
 	}
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- m.receiveOps(peer, r, &st) }()
-	for _, op := range give {
-		if err := send(frameOp, op.Bytes()); err != nil {
-			return st, err
+	werr := func() error {
+		for _, op := range give {
+			if err := send(frameOp, op.Bytes()); err != nil {
+				return err
+			}
 		}
-	}
-	if err := send(frameEnd, nil); err != nil {
-		return st, err
-	}
-	if err := w.Flush(); err != nil {
-		return st, err
+		if err := send(frameEnd, nil); err != nil {
+			return err
+		}
+		return w.Flush()
+	}()
+	if werr != nil {
+		// The reader updates st and ingests for this session: stop it and
+		// wait, so that it never outlives the session.
+		s.CancelRead(0)
+		<-recvErr
+		return st, werr
 	}
 	st.Sent = len(give)
 	select {

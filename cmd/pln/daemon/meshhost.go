@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
@@ -73,6 +74,13 @@ func (h meshHost) AcceptJoin(joiner oplog.Key, ops []*oplog.Op) error {
 			return nil // already a member by another grant: let it in
 		}
 		return errors.New(joinRefusal(why))
+	}
+	// The fold judged the redemption at the HLC the joiner signed it with,
+	// which the joiner chose; whether its invite has lapsed is judged here,
+	// by this node's clock, or an expired token could still be redeemed.
+	if inv := v.Member(last.Author); inv != nil && inv.Tier == reducers.TierInvite && inv.Expires != 0 && n.nowHLC() > inv.Expires {
+		return errors.New(joinRefusal(fmt.Sprintf("the invite expired at %s; ask for a new one with 'pln invite'",
+			inv.Expires.Time().Format(time.RFC3339))))
 	}
 	_, err = n.ingestFrom(oplog.Key{}, ops[len(ops)-1:])
 	return err
