@@ -112,7 +112,6 @@ func TestFrameTruncated(t *testing.T) {
 // "disconnecting peer that broke the protocol", and a sync that times out
 // drops a healthy link.
 func TestFrameReadErrorsAreNotFramingErrors(t *testing.T) {
-	knownBug(t, "readFrame wraps every read error in ErrFrame")
 	lost := errors.New("link lost")
 	inputs := map[string]io.Reader{
 		"before a frame":     iotest.ErrReader(lost),
