@@ -38,6 +38,12 @@ func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Ke
 			live = append(live, k)
 		}
 	}
+	// Every ordering breaks ties by a hash keyed on self, so that nodes
+	// that see the same candidates (the same relays, or every round trip
+	// unknown yet) still spread their choices instead of all picking the
+	// lowest keys.
+	key := string(self[:])
+	byHash := func(a, b oplog.Key) int { return cmpUint(rendezvous(key, b), rendezvous(key, a)) }
 	pick := make(map[oplog.Key]bool)
 	take := func(ks []oplog.Key, n int) {
 		for _, k := range ks {
@@ -51,7 +57,12 @@ func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Ke
 		}
 	}
 	byRTT := slices.Clone(live)
-	slices.SortStableFunc(byRTT, func(a, b oplog.Key) int { return cmpInt(v.RTT(self, a), v.RTT(self, b)) })
+	slices.SortFunc(byRTT, func(a, b oplog.Key) int {
+		if c := cmpInt(v.RTT(self, a), v.RTT(self, b)); c != 0 {
+			return c
+		}
+		return byHash(a, b)
+	})
 	take(byRTT, neighboursNear)
 	var public []oplog.Key
 	for _, k := range live {
@@ -59,10 +70,10 @@ func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Ke
 			public = append(public, k)
 		}
 	}
+	slices.SortFunc(public, byHash)
 	take(public, neighboursPublic)
 	long := slices.Clone(live)
-	key := string(self[:])
-	slices.SortFunc(long, func(a, b oplog.Key) int { return cmpUint(rendezvous(key, b), rendezvous(key, a)) })
+	slices.SortFunc(long, byHash)
 	take(long, neighboursLong)
 	out := make([]oplog.Key, 0, len(pick))
 	for k := range pick {

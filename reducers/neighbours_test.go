@@ -152,7 +152,6 @@ func TestNeighboursSkipsSilentNodesInALargeCluster(t *testing.T) {
 // Links are bounded per node both ways: no node should be picked by a large
 // share of the cluster, or it carries that many links.
 func TestNeighboursSpreadTheLoadOfLinks(t *testing.T) {
-	knownBug(t, "every node picks the same relays (and, before coordinates are known, the same near nodes): the lowest keys, not a per-node spread")
 	const n = 200
 	for _, known := range []bool{true, false} {
 		v, keys, ops := neighbourCluster(t, n, 10, 5)
@@ -181,7 +180,10 @@ func TestNeighboursSpreadTheLoadOfLinks(t *testing.T) {
 				worst, who = c, k
 			}
 		}
-		if worst > 30 {
+		// Each node picks 2 of the n/10 relays, so a relay expects 20 picks
+		// from those slots alone, plus near and long picks; twice that
+		// means a hot spot (before the fix one node had 199).
+		if worst > 40 {
 			t.Errorf("coordinates known %v: %s is picked by %d of %d nodes", known, who.Short(), worst, n)
 		}
 	}
