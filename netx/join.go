@@ -26,6 +26,10 @@ import (
 // joinTimeout bounds a join exchange once connected.
 const joinTimeout = 10 * time.Second
 
+// joinLinger is how long a node keeps a join connection open after its
+// reply, for the reply to arrive.
+const joinLinger = time.Second
+
 // maxJoinFrame bounds a join request or reply.
 const maxJoinFrame = 1 << 20
 
@@ -52,10 +56,13 @@ func (m *Mesh) serveJoin(conn *quic.Conn, joiner oplog.Key) {
 	w := bufio.NewWriter(s)
 	if writeFrame(w, b) == nil && w.Flush() == nil {
 		s.Close()
-		// Let the reply arrive before the connection goes.
+		// Let the reply arrive before the connection goes: the joiner hangs
+		// up when it has it.
+		linger, stop := context.WithTimeout(ctx, joinLinger)
+		defer stop()
 		select {
 		case <-conn.Context().Done():
-		case <-ctx.Done():
+		case <-linger.Done():
 		}
 	}
 	conn.CloseWithError(codeNormal, "join done")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,11 +33,25 @@ func newPeer(key oplog.Key, conn *quic.Conn, outbound bool) *peer {
 	return &peer{key: key, conn: conn, outbound: outbound, since: time.Now(), wake: make(chan struct{}, 1)}
 }
 
+// maxPushQueue bounds a peer's push queue. A peer that does not keep up
+// loses the oldest ops beyond it (never denies); anti-entropy brings it
+// whatever push did not.
+const maxPushQueue = 1 << 16
+
 // enqueue adds ops to the push queue.
 func (p *peer) enqueue(ops []*oplog.Op) {
 	p.mu.Lock()
 	if !p.closed {
 		p.queue = append(p.queue, ops...)
+		if over := len(p.queue) - maxPushQueue; over > 0 {
+			p.queue = slices.DeleteFunc(p.queue, func(op *oplog.Op) bool {
+				if over > 0 && op.Kind != oplog.KindDeny {
+					over--
+					return true
+				}
+				return false
+			})
+		}
 	}
 	p.mu.Unlock()
 	select {

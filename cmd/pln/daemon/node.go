@@ -303,7 +303,17 @@ func (n *Node) Ingest(ops ...*oplog.Op) ([]bool, error) { return n.ingestFrom(op
 // ingestFrom is Ingest for ops that arrived from a peer, which the mesh does
 // not send them back to.
 func (n *Node) ingestFrom(from oplog.Key, ops []*oplog.Op) ([]bool, error) {
-	if err := verifyAll(n.cluster, ops); err != nil {
+	// An op reaches a node from each of its peers; check each signature
+	// once, not once per copy.
+	var unseen []*oplog.Op
+	for _, op := range ops {
+		if seen, err := n.store.Has(op.ID()); err != nil {
+			return nil, err
+		} else if !seen {
+			unseen = append(unseen, op)
+		}
+	}
+	if err := verifyAll(n.cluster, unseen); err != nil {
 		return nil, err
 	}
 	for _, op := range ops {
