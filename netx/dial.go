@@ -2,10 +2,13 @@ package netx
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/reducers"
@@ -31,8 +34,13 @@ func (m *Mesh) dialLoop() {
 	defer t.Stop()
 	for {
 		m.Recheck() // grants also lapse by expiry, with no op to say so
-		for _, tg := range m.targets() {
-			m.maybeDial(tg)
+		if err := m.admit(m.self); err != nil {
+			// Denied or expired ourselves: every member would refuse us.
+			m.closeAll(codeDenied, "this node is no longer a member")
+		} else {
+			for _, tg := range m.targets() {
+				m.maybeDial(tg)
+			}
 		}
 		select {
 		case <-m.ctx.Done():
@@ -89,7 +97,17 @@ func (m *Mesh) maybeDial(tg target) {
 		return
 	}
 	m.wg.Go(func() {
-		err := m.dial(addr, tg.key)
+		// A dial is good only once its link has lasted: with TLS 1.3 our
+		// handshake completes before the peer has judged our certificate,
+		// so a refusal arrives as a link that dies at once.
+		start := time.Now()
+		conn, err := m.dial(addr)
+		if err == nil {
+			m.serveConn(conn, true)
+			if time.Since(start) < healthyLink {
+				err = errors.New("the link closed at once")
+			}
+		}
 		m.mu.Lock()
 		b := m.backoff[addr]
 		b.dialing = false
@@ -106,21 +124,18 @@ func (m *Mesh) maybeDial(tg target) {
 	})
 }
 
-// dial links to addr and serves the link until it closes. It returns once
-// the handshake has succeeded or failed.
-func (m *Mesh) dial(addr string, want oplog.Key) error {
+// healthyLink is how long a link must last for its dial to count as good.
+const healthyLink = 2 * time.Second
+
+// dial makes a link to addr.
+func (m *Mesh) dial(addr string) (*quic.Conn, error) {
 	udp, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.DialTimeout)
 	defer cancel()
-	conn, err := m.tr.Dial(ctx, udp, tlsConfig(m.cert, m.admit, protoMesh), m.qcfg)
-	if err != nil {
-		return err
-	}
-	m.wg.Go(func() { m.serveConn(conn, true) })
-	return nil
+	return m.tr.Dial(ctx, udp, tlsConfig(m.cert, m.admit, protoMesh), m.qcfg)
 }
 
 // LocalAddrs lists the addresses a node listening on listen can be reached

@@ -362,6 +362,7 @@ func (h *fuzzHost) Ingest(_ oplog.Key, ops []*oplog.Op) ([]bool, error) {
 func (h *fuzzHost) Ops([]oplog.ID) []*oplog.Op              { return nil }
 func (h *fuzzHost) SyncSet() SyncSet                        { return newListSet(nil) }
 func (h *fuzzHost) AcceptJoin(oplog.Key, []*oplog.Op) error { return errors.New("no") }
+func (h *fuzzHost) Chain(oplog.Key) []*oplog.Op             { return nil }
 
 func FuzzSyncFrames(f *testing.F) {
 	addCorpus(f, "FuzzSyncFrames")

@@ -40,6 +40,15 @@ type joinRequest struct {
 type joinReply struct {
 	Error string   `cbor:"1,keyasint,omitempty"` // empty: admitted
 	Addrs []string `cbor:"2,keyasint,omitempty"` // where members can be reached
+	Ops   [][]byte `cbor:"3,keyasint,omitempty"` // the grants that admit them
+}
+
+// Welcome is what a cluster tells a node it has admitted: where members
+// are, and the grants that admit those members, so that the joiner can let
+// them in before it has synced anything.
+type Welcome struct {
+	Addrs []string
+	Ops   []*oplog.Op
 }
 
 // serveJoin answers one join connection.
@@ -94,29 +103,44 @@ func (m *Mesh) handleJoin(s *quic.Stream, joiner oplog.Key) joinReply {
 		return joinReply{Error: err.Error()}
 	}
 	m.log.Info("admitted a joiner", "joiner", joiner.Short())
-	return joinReply{Addrs: m.memberAddrs()}
+	return m.welcome()
 }
 
-// memberAddrs lists this node's and its peers' reported addresses.
-func (m *Mesh) memberAddrs() []string {
+// maxWelcomePeers bounds how many members a join reply names.
+const maxWelcomePeers = 8
+
+// welcome names this node and some of its peers, with their grants.
+func (m *Mesh) welcome() joinReply {
 	v := m.host.View()
-	out := LocalAddrs(m.Addr())
+	r := joinReply{Addrs: LocalAddrs(m.Addr())}
+	keys := []oplog.Key{m.self}
 	for _, p := range m.Peers() {
-		if l := v.Loads[p.Key]; l != nil {
-			out = append(out, l.Addrs...)
+		if l := v.Loads[p.Key]; l != nil && len(l.Addrs) > 0 && len(keys) < maxWelcomePeers {
+			r.Addrs = append(r.Addrs, l.Addrs...)
+			keys = append(keys, p.Key)
 		}
 	}
-	return out
+	seen := make(map[oplog.ID]bool)
+	for _, k := range keys {
+		for _, op := range m.host.Chain(k) {
+			if !seen[op.ID()] {
+				seen[op.ID()] = true
+				r.Ops = append(r.Ops, op.Bytes())
+			}
+		}
+	}
+	return r
 }
 
 // ErrJoinRefused is wrapped when a node answered and refused the join.
 var ErrJoinRefused = errors.New("join refused")
 
 // Join presents ops to the first reachable address in addrs, as the holder
-// of key, and returns the addresses of members to connect to. A refusal is
-// final (the invite is used, expired, or for another cluster); unreachable
-// addresses are tried in turn.
-func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) ([]string, error) {
+// of key, and returns where members are and the grants that admit them. A
+// refusal is final (the invite is used, expired, or for another cluster);
+// unreachable addresses are tried in turn. The ops it returns are decoded,
+// not verified: the joiner's store verifies them as it takes them in.
+func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) (*Welcome, error) {
 	cfg = cfg.withDefaults()
 	if len(addrs) == 0 {
 		return nil, errors.New("the token names no address to join through; ask for a token from a running node")
@@ -152,7 +176,15 @@ func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) ([]s
 			return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, a, reply.Error)
 		}
 		if err == nil {
-			return reply.Addrs, nil
+			w := &Welcome{Addrs: reply.Addrs}
+			for _, b := range reply.Ops {
+				op, err := oplog.Decode(b)
+				if err != nil {
+					return nil, fmt.Errorf("garbled welcome from %s: %w", a, err)
+				}
+				w.Ops = append(w.Ops, op)
+			}
+			return w, nil
 		}
 		problems = append(problems, fmt.Sprintf("%s (%v)", a, err))
 	}

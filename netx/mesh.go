@@ -32,6 +32,9 @@ type Host interface {
 	// AcceptJoin checks a joiner's ops (the token's chain and its
 	// redemption, if any) against the view and stores them, or says why not.
 	AcceptJoin(joiner oplog.Key, ops []*oplog.Op) error
+	// Chain returns the grants that admit k, from the root down: what a
+	// node that knows nothing else needs to let k in.
+	Chain(k oplog.Key) []*oplog.Op
 }
 
 // Stream types: the first byte of every stream says what it carries.
@@ -291,15 +294,26 @@ func (m *Mesh) protocolError(p *peer, err error) {
 }
 
 // Recheck closes links to keys the view no longer admits: a deny or an
-// expiry takes effect on every node as soon as it is folded.
+// expiry takes effect on every node as soon as it is folded. The link goes
+// once what is queued for it has been sent, so that the subject hears of
+// its own deny.
 func (m *Mesh) Recheck() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k, p := range m.peers {
-		if err := m.admit(k); err != nil {
+		if err := m.admit(k); err != nil && p.startClosing() {
 			m.log.Info("closing link to a key that is no longer a member", "peer", k.Short(), "why", err)
-			p.conn.CloseWithError(codeDenied, err.Error())
+			m.wg.Go(func() { p.drainThenClose(codeDenied, err.Error()) })
 		}
+	}
+}
+
+// closeAll closes every link at once.
+func (m *Mesh) closeAll(code quic.ApplicationErrorCode, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.peers {
+		p.conn.CloseWithError(code, reason)
 	}
 }
 

@@ -21,16 +21,69 @@ type peer struct {
 	outbound bool
 	since    time.Time
 
-	mu     sync.Mutex
-	queue  []*oplog.Op
-	wake   chan struct{} // signalled when the queue gains ops
-	closed bool
+	mu      sync.Mutex
+	queue   []*oplog.Op
+	wake    chan struct{} // signalled when the queue gains ops
+	drained chan struct{} // signalled when the queue has been sent and flushed
+	unsent  int           // ops queued or written but not yet flushed
+	closed  bool
+	closing bool // the link goes once its queue is sent
 
 	syncMu sync.Mutex // one anti-entropy session at a time
 }
 
 func newPeer(key oplog.Key, conn *quic.Conn, outbound bool) *peer {
-	return &peer{key: key, conn: conn, outbound: outbound, since: time.Now(), wake: make(chan struct{}, 1)}
+	return &peer{key: key, conn: conn, outbound: outbound, since: time.Now(),
+		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
+}
+
+// Closing a link politely: how long to wait for the queue to go out, and
+// for the last of it to arrive, before closing the link regardless.
+const (
+	drainTimeout = time.Second
+	drainGrace   = 50 * time.Millisecond
+)
+
+// startClosing marks the link as closing; it reports false if it already
+// was.
+func (p *peer) startClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.closing = true
+	return true
+}
+
+// drainThenClose waits for the push queue to be sent (at most
+// drainTimeout), gives it a moment to arrive, and closes the link.
+func (p *peer) drainThenClose(code quic.ApplicationErrorCode, reason string) {
+	deadline := time.NewTimer(drainTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		sent := p.unsent == 0
+		p.mu.Unlock()
+		if sent {
+			break
+		}
+		select {
+		case <-p.drained:
+			continue
+		case <-deadline.C:
+		case <-p.conn.Context().Done():
+			return
+		}
+		break
+	}
+	grace := time.NewTimer(max(drainGrace, 2*p.conn.ConnectionStats().SmoothedRTT))
+	defer grace.Stop()
+	select {
+	case <-grace.C:
+	case <-p.conn.Context().Done():
+	}
+	p.conn.CloseWithError(code, reason)
 }
 
 // maxPushQueue bounds a peer's push queue. A peer that does not keep up
@@ -43,7 +96,9 @@ func (p *peer) enqueue(ops []*oplog.Op) {
 	p.mu.Lock()
 	if !p.closed {
 		p.queue = append(p.queue, ops...)
+		p.unsent += len(ops)
 		if over := len(p.queue) - maxPushQueue; over > 0 {
+			p.unsent -= over
 			p.queue = slices.DeleteFunc(p.queue, func(op *oplog.Op) bool {
 				if over > 0 && op.Kind != oplog.KindDeny {
 					over--
@@ -113,11 +168,20 @@ func (p *peer) pushLoop(m *Mesh) {
 	if err := w.WriteByte(StreamPush); err != nil {
 		return
 	}
+	written := 0 // since the last flush
 	for {
 		ops := p.take(m.cfg.MaxPushBatch)
 		if len(ops) == 0 {
 			if err := w.Flush(); err != nil {
 				return
+			}
+			p.mu.Lock()
+			p.unsent -= written
+			p.mu.Unlock()
+			written = 0
+			select {
+			case p.drained <- struct{}{}:
+			default:
 			}
 			select {
 			case <-ctx.Done():
@@ -131,6 +195,7 @@ func (p *peer) pushLoop(m *Mesh) {
 				return
 			}
 		}
+		written += len(ops)
 	}
 }
 

@@ -104,17 +104,16 @@ func (c *JoinCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	// Present the join to the cluster first: only once a member has
 	// admitted this node is anything written here.
-	addrs := t.Addrs
 	if len(t.Addrs) > 0 {
-		peers, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster}, t.Addrs, plan.Ops)
+		w, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster}, t.Addrs, plan.Ops)
 		if err != nil {
 			return err
 		}
-		addrs = append(peers, t.Addrs...)
+		plan.Welcome(w)
 	} else {
 		fmt.Fprintln(os.Stderr, "note: the token names no address (it was made on a node that never ran): enrolled offline; the cluster learns of this node through 'pln log export/import'")
 	}
-	n, err := plan.Enroll(addrs)
+	n, err := plan.Enroll(t.Addrs)
 	if err != nil {
 		return err
 	}

@@ -205,10 +205,23 @@ func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, err
 	if t.Genesis, _, err = n.store.Get(v.Members[v.Root].Grant); err != nil {
 		return nil, fmt.Errorf("genesis: %w", err)
 	}
-	chain := []*oplog.Op{grant}
-	for k := grant.Author; k != v.Root; {
+	if t.Chain, err = n.chainOf(v, grant.Author); err != nil {
+		return nil, err
+	}
+	t.Chain = append(t.Chain, grant)
+	return t, nil
+}
+
+// maxChain bounds a chain of grants from the root.
+const maxChain = 32
+
+// chainOf returns the grants that admit k, from the root down: k's newest
+// grant, its author's, and so on up to a grant by the root.
+func (n *Node) chainOf(v *reducers.View, k oplog.Key) ([]*oplog.Op, error) {
+	var chain []*oplog.Op
+	for k != v.Root {
 		m := v.Member(k)
-		if m == nil || len(chain) > 32 {
+		if m == nil || len(chain) >= maxChain {
 			return nil, fmt.Errorf("cannot chain %s to the root", k.Short())
 		}
 		op, _, err := n.store.Get(m.Grant)
@@ -218,8 +231,7 @@ func (n *Node) token(grant *oplog.Op, inviteKey ed25519.PrivateKey) (*Token, err
 		chain = append([]*oplog.Op{op}, chain...)
 		k = op.Author
 	}
-	t.Chain = chain
-	return t, nil
+	return chain, nil
 }
 
 // maxTokenAddrs bounds the addresses an invite carries.
@@ -277,6 +289,8 @@ type JoinPlan struct {
 	Token  *Token
 	Ops    []*oplog.Op // genesis, the chain, and this node's redemption if any
 	Result EnrollResult
+
+	welcomeAddrs []string // where the cluster said its members are
 }
 
 // Key returns the node key the join admits.
@@ -354,8 +368,16 @@ func PlanJoin(cfg Config, t *Token, name string) (*JoinPlan, error) {
 	return p, nil
 }
 
+// Welcome adds what the cluster said when it admitted this node: the grants
+// of the members it named, and where they are.
+func (p *JoinPlan) Welcome(w *netx.Welcome) {
+	p.Ops = append(p.Ops, w.Ops...)
+	p.welcomeAddrs = append(p.welcomeAddrs, w.Addrs...)
+}
+
 // Enroll writes the plan: the node key if it is new, and a store holding the
-// plan's ops. addrs are remembered as where to find the cluster on start.
+// plan's ops. addrs, and those of the welcome, are remembered as where to
+// find the cluster on start.
 func (p *JoinPlan) Enroll(addrs []string) (*Node, error) {
 	if p.newKey {
 		if err := os.MkdirAll(p.cfg.Dir, 0o700); err != nil {
@@ -369,7 +391,7 @@ func (p *JoinPlan) Enroll(addrs []string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.SetBootstrap(addrs); err != nil {
+	if err := n.SetBootstrap(append(slices.Clone(p.welcomeAddrs), addrs...)); err != nil {
 		n.Close()
 		return nil, err
 	}

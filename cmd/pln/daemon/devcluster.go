@@ -125,11 +125,12 @@ func (c *DevCluster) Add(ctx context.Context) (*DevNode, error) {
 		if err != nil {
 			return nil, err
 		}
-		peers, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster, Wrap: c.Filter.Wrap}, t.Addrs, plan.Ops)
+		w, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster, Wrap: c.Filter.Wrap}, t.Addrs, plan.Ops)
 		if err != nil {
 			return nil, err
 		}
-		n, err := plan.Enroll(append(peers, t.Addrs...))
+		plan.Welcome(w)
+		n, err := plan.Enroll(t.Addrs)
 		if err != nil {
 			return nil, err
 		}

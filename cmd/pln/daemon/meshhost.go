@@ -20,6 +20,14 @@ func (h meshHost) Ingest(from oplog.Key, ops []*oplog.Op) ([]bool, error) {
 	return h.ingestFrom(from, ops)
 }
 
+func (h meshHost) Chain(k oplog.Key) []*oplog.Op {
+	chain, err := h.chainOf(h.View(), k)
+	if err != nil {
+		return nil
+	}
+	return chain
+}
+
 func (h meshHost) Ops(ids []oplog.ID) []*oplog.Op {
 	out := make([]*oplog.Op, 0, len(ids))
 	for _, id := range ids {
