@@ -5,22 +5,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"io"
 	"runtime"
 	"testing"
 	"testing/iotest"
 )
-
-var knownBugs = flag.Bool("knownbugs", false, "run the tests of netx bugs not fixed yet (they fail)")
-
-// knownBug skips a test of a bug not fixed yet unless -knownbugs is set.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if !*knownBugs {
-		t.Skipf("known bug, not fixed yet (run with -knownbugs): %s", what)
-	}
-}
 
 func TestFrameRoundTrip(t *testing.T) {
 	payloads := [][]byte{nil, {0}, []byte("hello"), bytes.Repeat([]byte{0xa5}, 127), bytes.Repeat([]byte{1}, 128), bytes.Repeat([]byte{2}, 70_000)}

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"io"
 	"log/slog"
 	"math/big"
@@ -844,15 +843,6 @@ func TestMeshJoinErrorsSayWhich(t *testing.T) {
 	})
 }
 
-// knownMeshBug skips a test of a bug not fixed yet unless -knownbugs is set.
-func knownMeshBug(t *testing.T, what string) {
-	t.Helper()
-	if !*knownBugs {
-		t.Skipf("known bug, not fixed yet (run with -knownbugs): %s", what)
-	}
-}
-
-var knownBugs = flag.Bool("knownbugs", false, "run the regression tests of mesh bugs not fixed yet (they fail)")
 
 func TestMeshJoinerReachesMembersItWasToldOf(t *testing.T) {
 	cl := startMesh(t, 3, meshOptions(t))
