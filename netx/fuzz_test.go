@@ -289,30 +289,25 @@ func FuzzReadOps(f *testing.F) {
 	})
 }
 
-// decodeJoinRequest is what handleJoin does with a join stream before it
-// asks the host (join.go): the stream type, one bounded frame, a strict
-// CBOR request of 1 to 64 ops, each of which must decode. Keep it in step.
-func decodeJoinRequest(r *bufio.Reader) ([]*oplog.Op, error) {
-	if t, err := r.ReadByte(); err != nil || t != StreamJoin {
-		return nil, errors.New("expected a join stream")
-	}
-	raw, err := readFrame(r, maxJoinFrame)
-	if err != nil {
-		return nil, err
-	}
-	var req joinRequest
-	if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Ops) == 0 || len(req.Ops) > 64 {
-		return nil, errors.New("malformed join request")
-	}
-	ops := make([]*oplog.Op, 0, len(req.Ops))
-	for _, b := range req.Ops {
-		op, err := oplog.Decode(b)
-		if err != nil {
-			return nil, err
+// FuzzJoinReply feeds decodeWelcome what a node answers a joiner.
+func FuzzJoinReply(f *testing.F) {
+	addCorpus(f, "FuzzJoinRequest") // any CBOR-ish bytes will do as seeds
+	good, _ := oplog.Marshal(joinReply{Addrs: []string{"127.0.0.1:1"}})
+	f.Add(good)
+	bad, _ := oplog.Marshal(joinReply{Error: "invite already redeemed"})
+	f.Add(bad)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, refusal, err := decodeWelcome(data)
+		if err != nil && (w != nil || refusal != "") {
+			t.Fatal("a result returned with an error")
 		}
-		ops = append(ops, op)
-	}
-	return ops, nil
+		if err == nil && (w == nil) == (refusal == "") {
+			t.Fatalf("want exactly one of a welcome and a refusal: %v, %q", w, refusal)
+		}
+		if w != nil && (len(w.Addrs) > maxWelcomeAddrs || len(w.Ops) > maxWelcomeOps) {
+			t.Fatalf("accepted a welcome of %d addresses and %d ops", len(w.Addrs), len(w.Ops))
+		}
+	})
 }
 
 func FuzzJoinRequest(f *testing.F) {

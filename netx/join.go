@@ -78,25 +78,9 @@ func (m *Mesh) serveJoin(conn *quic.Conn, joiner oplog.Key) {
 }
 
 func (m *Mesh) handleJoin(s *quic.Stream, joiner oplog.Key) joinReply {
-	r := bufio.NewReader(s)
-	if t, err := r.ReadByte(); err != nil || t != StreamJoin {
-		return joinReply{Error: "expected a join stream"}
-	}
-	raw, err := readFrame(r, maxJoinFrame)
+	ops, err := decodeJoinRequest(bufio.NewReader(s))
 	if err != nil {
 		return joinReply{Error: err.Error()}
-	}
-	var req joinRequest
-	if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Ops) == 0 || len(req.Ops) > 64 {
-		return joinReply{Error: "malformed join request"}
-	}
-	ops := make([]*oplog.Op, 0, len(req.Ops))
-	for i, b := range req.Ops {
-		op, err := oplog.Decode(b)
-		if err != nil {
-			return joinReply{Error: fmt.Sprintf("join op %d: %v", i+1, err)}
-		}
-		ops = append(ops, op)
 	}
 	if err := m.host.AcceptJoin(joiner, ops); err != nil {
 		m.log.Info("refused a join", "joiner", joiner.Short(), "why", err)
@@ -106,8 +90,63 @@ func (m *Mesh) handleJoin(s *quic.Stream, joiner oplog.Key) joinReply {
 	return m.welcome()
 }
 
-// maxWelcomePeers bounds how many members a join reply names.
-const maxWelcomePeers = 8
+// Bounds on a join: the ops a joiner may present (the token's chain and its
+// redemption), the members a reply names, and what the reply may carry.
+const (
+	maxJoinOps      = 64
+	maxWelcomePeers = 8
+	maxWelcomeAddrs = 128
+	maxWelcomeOps   = 512
+)
+
+// decodeJoinRequest reads a join stream: its type, one bounded frame, and
+// a strict CBOR request of 1 to maxJoinOps ops, each of which must decode.
+func decodeJoinRequest(r *bufio.Reader) ([]*oplog.Op, error) {
+	if t, err := r.ReadByte(); err != nil || t != StreamJoin {
+		return nil, errors.New("expected a join stream")
+	}
+	raw, err := readFrame(r, maxJoinFrame)
+	if err != nil {
+		return nil, err
+	}
+	var req joinRequest
+	if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Ops) == 0 || len(req.Ops) > maxJoinOps {
+		return nil, errors.New("malformed join request")
+	}
+	ops := make([]*oplog.Op, 0, len(req.Ops))
+	for i, b := range req.Ops {
+		op, err := oplog.Decode(b)
+		if err != nil {
+			return nil, fmt.Errorf("join op %d: %w", i+1, err)
+		}
+		ops = append(ops, op)
+	}
+	return ops, nil
+}
+
+// decodeWelcome reads a node's answer to a join: a welcome, or the node's
+// reason for refusing.
+func decodeWelcome(raw []byte) (w *Welcome, refusal string, err error) {
+	var reply joinReply
+	if err := oplog.Unmarshal(raw, &reply); err != nil {
+		return nil, "", fmt.Errorf("garbled answer to the join: %w", err)
+	}
+	if reply.Error != "" {
+		return nil, reply.Error, nil
+	}
+	if len(reply.Addrs) > maxWelcomeAddrs || len(reply.Ops) > maxWelcomeOps {
+		return nil, "", errors.New("oversized answer to the join")
+	}
+	w = &Welcome{Addrs: reply.Addrs}
+	for _, b := range reply.Ops {
+		op, err := oplog.Decode(b)
+		if err != nil {
+			return nil, "", fmt.Errorf("garbled answer to the join: %w", err)
+		}
+		w.Ops = append(w.Ops, op)
+	}
+	return w, "", nil
+}
 
 // welcome names this node and some of its peers, with their grants.
 func (m *Mesh) welcome() joinReply {
@@ -171,19 +210,11 @@ func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) (*We
 	anyKey := func(oplog.Key) error { return nil } // the joiner cannot judge the cluster's keys yet; every op it receives is verified
 	var problems []string
 	for _, a := range addrs {
-		reply, err := joinOnce(ctx, tr, a, tlsConfig(cert, anyKey, protoJoin), cfg, body)
-		if err == nil && reply.Error != "" {
-			return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, a, reply.Error)
+		w, refusal, err := joinOnce(ctx, tr, a, tlsConfig(cert, anyKey, protoJoin), cfg, body)
+		if refusal != "" {
+			return nil, fmt.Errorf("%w by %s: %s", ErrJoinRefused, a, refusal)
 		}
 		if err == nil {
-			w := &Welcome{Addrs: reply.Addrs}
-			for _, b := range reply.Ops {
-				op, err := oplog.Decode(b)
-				if err != nil {
-					return nil, fmt.Errorf("garbled welcome from %s: %w", a, err)
-				}
-				w.Ops = append(w.Ops, op)
-			}
 			return w, nil
 		}
 		problems = append(problems, fmt.Sprintf("%s (%v)", a, err))
@@ -191,11 +222,10 @@ func Join(ctx context.Context, cfg Config, addrs []string, ops []*oplog.Op) (*We
 	return nil, fmt.Errorf("could not reach the cluster at any address in the token: %s", strings.Join(problems, "; "))
 }
 
-func joinOnce(ctx context.Context, tr *quic.Transport, addr string, tc *tls.Config, cfg Config, body []byte) (joinReply, error) {
-	var reply joinReply
+func joinOnce(ctx context.Context, tr *quic.Transport, addr string, tc *tls.Config, cfg Config, body []byte) (*Welcome, string, error) {
 	udp, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return reply, err
+		return nil, "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+joinTimeout)
 	defer cancel()
@@ -203,27 +233,24 @@ func joinOnce(ctx context.Context, tr *quic.Transport, addr string, tc *tls.Conf
 	defer dcancel()
 	conn, err := tr.Dial(dctx, udp, tc, &quic.Config{HandshakeIdleTimeout: cfg.DialTimeout, MaxIdleTimeout: joinTimeout})
 	if err != nil {
-		return reply, fmt.Errorf("unreachable: %w", err)
+		return nil, "", fmt.Errorf("unreachable: %w", err)
 	}
 	defer conn.CloseWithError(codeNormal, "")
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
-		return reply, err
+		return nil, "", err
 	}
 	w := bufio.NewWriter(s)
 	w.WriteByte(StreamJoin)
 	if err := writeFrame(w, body); err != nil {
-		return reply, err
+		return nil, "", err
 	}
 	if err := w.Flush(); err != nil {
-		return reply, err
+		return nil, "", err
 	}
 	raw, err := readFrame(bufio.NewReader(s), maxJoinFrame)
 	if err != nil {
-		return reply, fmt.Errorf("no answer to the join: %w", err)
+		return nil, "", fmt.Errorf("no answer to the join: %w", err)
 	}
-	if err := oplog.Unmarshal(raw, &reply); err != nil {
-		return reply, fmt.Errorf("garbled answer to the join: %w", err)
-	}
-	return reply, nil
+	return decodeWelcome(raw)
 }
