@@ -1,6 +1,7 @@
 package reducers
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/pln-mesh/pln/oplog"
@@ -43,7 +44,7 @@ func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Ke
 	// unknown yet) still spread their choices instead of all picking the
 	// lowest keys.
 	key := string(self[:])
-	byHash := func(a, b oplog.Key) int { return cmpUint(rendezvous(key, b), rendezvous(key, a)) }
+	byHash := func(a, b oplog.Key) int { return cmp.Compare(rendezvous(key, b), rendezvous(key, a)) }
 	pick := make(map[oplog.Key]bool)
 	take := func(ks []oplog.Key, n int) {
 		for _, k := range ks {
@@ -58,7 +59,7 @@ func Neighbours(v *View, self oplog.Key, now oplog.HLC, fullMesh int) []oplog.Ke
 	}
 	byRTT := slices.Clone(live)
 	slices.SortFunc(byRTT, func(a, b oplog.Key) int {
-		if c := cmpInt(v.RTT(self, a), v.RTT(self, b)); c != 0 {
+		if c := cmp.Compare(v.RTT(self, a), v.RTT(self, b)); c != 0 {
 			return c
 		}
 		return byHash(a, b)

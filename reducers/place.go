@@ -1,6 +1,7 @@
 package reducers
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
@@ -88,9 +89,9 @@ func Explain(v *View, seed string, now oplog.HLC) Placement {
 	}
 	slices.SortFunc(p.Ranked, func(a, b Candidate) int {
 		if a.Score != b.Score {
-			return cmpInt(b.Score, a.Score)
+			return cmp.Compare(b.Score, a.Score)
 		}
-		return cmpUint(rendezvous(seed, b.Node), rendezvous(seed, a.Node))
+		return cmp.Compare(rendezvous(seed, b.Node), rendezvous(seed, a.Node))
 	})
 	for i := range p.Ranked {
 		if i < p.Want {
@@ -174,24 +175,4 @@ func ceilDiv(a, b int64) int64 {
 		return 0
 	}
 	return (a + b - 1) / b
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -1,6 +1,7 @@
 package reducers
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/pln-mesh/pln/oplog"
@@ -52,9 +53,9 @@ func Route(v *View, from oplog.Key, seed string, callID []byte, now oplog.HLC) [
 			}
 			return -1
 		case a.cost != b.cost:
-			return cmpInt(a.cost, b.cost)
+			return cmp.Compare(a.cost, b.cost)
 		}
-		return cmpUint(rendezvous(seed, b.node), rendezvous(seed, a.node))
+		return cmp.Compare(rendezvous(seed, b.node), rendezvous(seed, a.node))
 	})
 	// The best few within the slack of the best share the calls.
 	n := 0
@@ -66,7 +67,7 @@ func Route(v *View, from oplog.Key, seed string, callID []byte, now oplog.HLC) [
 	}
 	key := string(callID)
 	slices.SortStableFunc(cs[:n], func(a, b cand) int {
-		return cmpUint(rendezvous(key, b.node), rendezvous(key, a.node))
+		return cmp.Compare(rendezvous(key, b.node), rendezvous(key, a.node))
 	})
 	out := make([]oplog.Key, len(cs))
 	for i, c := range cs {
