@@ -1,6 +1,7 @@
 package reducers
 
 import (
+	"bytes"
 	"math/bits"
 	"slices"
 
@@ -25,14 +26,7 @@ func (v *View) LiveNodes(now oplog.HLC) []oplog.Key {
 	return slices.Clone(v.liveAt(now).keys)
 }
 
-func compareKeys(a, b oplog.Key) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
-	}
-	return 0
-}
+func compareKeys(a, b oplog.Key) int { return bytes.Compare(a[:], b[:]) }
 
 // RTTMicros estimates the round trip between two coordinates: the Euclidean
 // distance of their positions plus both heights (Vivaldi with height).
