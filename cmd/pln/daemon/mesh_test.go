@@ -843,7 +843,6 @@ func TestMeshJoinErrorsSayWhich(t *testing.T) {
 	})
 }
 
-
 func TestMeshJoinerReachesMembersItWasToldOf(t *testing.T) {
 	cl := startMesh(t, 3, meshOptions(t))
 	ctx := context.Background()
