@@ -38,6 +38,8 @@ type CLI struct {
 	Deny    DenyCmd    `cmd:"" help:"Revoke a key everywhere."`
 	Seed    SeedCmd    `cmd:"" help:"Publish an artifact under a name."`
 	Unseed  UnseedCmd  `cmd:"" help:"Withdraw a seed."`
+	Call    CallCmd    `cmd:"" help:"Call a function of a seed, wherever it runs; output goes to stdout."`
+	Bench   BenchCmd   `cmd:"" help:"Measure the cluster: calls per second and latency."`
 	Log     LogCmd     `cmd:"" help:"Show, export or import the op log."`
 	Audit   AuditCmd   `cmd:"" help:"Show every admission, grant, deny and refused op."`
 	Replay  ReplayCmd  `cmd:"" help:"Fold a log offline; show its view and placements, or check its decisions."`

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -10,10 +11,11 @@ import (
 	"github.com/pln-mesh/pln/cmd/pln/daemon"
 )
 
-// SeedCmd publishes an artifact by digest.
+// SeedCmd publishes a WASM file, or an artifact the cluster holds by digest.
 type SeedCmd struct {
-	Name        string        `arg:"" help:"Name to publish under."`
-	Digest      string        `required:"" help:"SHA-256 of an artifact the cluster holds (64 hex digits)."`
+	Target      string        `arg:"" help:"A .wasm file to publish (or, with --digest, the name to publish under)." placeholder:"FILE|NAME"`
+	Name        string        `arg:"" optional:"" help:"Name to publish under (default: the file's name without .wasm)."`
+	Digest      string        `help:"SHA-256 of an artifact the cluster already holds (64 hex digits); the argument is then the name."`
 	Kind        string        `help:"wasm, site or blob." default:"wasm" enum:"wasm,site,blob"`
 	Replicas    string        `help:"Replicas wanted, MIN or MIN:MAX; more than MIN as demand grows." default:"2" placeholder:"MIN[:MAX]"`
 	Memory      string        `help:"Memory limit per instance (e.g. 64MiB)." default:"64MiB"`
@@ -35,14 +37,31 @@ func (c *SeedCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	res, err := call[daemon.OpResult](ctx, g, "seed", daemon.SeedRequest{
-		Name: c.Name, Digest: c.Digest, Kind: c.Kind, MinReplicas: lo, MaxReplicas: hi,
-		MemoryBytes: mem, Timeout: c.Timeout, Concurrency: c.Concurrency, Policy: policy,
-	})
-	if err == nil && !g.JSON {
-		fmt.Printf("seeded %s %s\n", c.Name, c.Digest)
+	req := daemon.SeedRequest{Digest: c.Digest, Kind: c.Kind, MinReplicas: lo, MaxReplicas: hi,
+		MemoryBytes: mem, Timeout: c.Timeout, Concurrency: c.Concurrency, Policy: policy}
+	switch {
+	case c.Digest != "" && c.Name != "":
+		return fmt.Errorf("with --digest, give just the name to publish under")
+	case c.Digest != "":
+		req.Name = c.Target
+	default:
+		if req.File, err = filepath.Abs(c.Target); err != nil {
+			return err
+		}
+		req.Name = c.Name
+		if req.Name == "" {
+			req.Name = strings.ToLower(strings.TrimSuffix(filepath.Base(c.Target), filepath.Ext(c.Target)))
+		}
 	}
-	return printOp(g, res, err)
+	res, err := call[daemon.SeedResult](ctx, g, "seed", req)
+	if err != nil {
+		return err
+	}
+	if g.JSON {
+		return emit(res)
+	}
+	fmt.Printf("seeded %s %s (op %s)\n", res.Name, res.Digest, res.ID.Short())
+	return nil
 }
 
 // UnseedCmd withdraws a seed.

@@ -18,6 +18,8 @@ const (
 	RootKeyFile = "root.key"
 	StoreFile   = "pln.db"
 	SocketFile  = "pln.sock"
+	// WasmCacheDir holds compiled seeds, so a restart does not recompile.
+	WasmCacheDir = "wasm-cache"
 )
 
 // loadKey reads a PKCS #8 PEM ed25519 private key.

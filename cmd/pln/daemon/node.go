@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pln-mesh/pln/cas"
 	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/oplog/store"
@@ -72,8 +73,19 @@ type Node struct {
 	ingestMu sync.Mutex
 	authorMu sync.Mutex // one op authored at a time: check, sign and store in order
 
-	stop context.CancelFunc        // set by Run: stops the running node
-	mesh atomic.Pointer[netx.Mesh] // set by Run while the mesh runs
+	stop     context.CancelFunc        // set by Run: stops the running node
+	mesh     atomic.Pointer[netx.Mesh] // set by Run while the mesh runs
+	replicas atomic.Pointer[replicas]  // set by Run while seeds run
+
+	casOnce sync.Once
+	cas     *cas.Store
+	casErr  error
+}
+
+// Content returns the node's content store, opening it on first use.
+func (n *Node) Content() (*cas.Store, error) {
+	n.casOnce.Do(func() { n.cas, n.casErr = cas.Open(n.cfg.Dir) })
+	return n.cas, n.casErr
 }
 
 func noCluster(dir string) error {

@@ -12,8 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pln-mesh/pln/cas"
 	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/reducers"
+	"github.com/pln-mesh/pln/wasm"
 )
 
 // CompactInterval is how often a running node deletes superseded ops that
@@ -59,14 +61,32 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 		return err
 	}
 	mesh.AddBootstrap(n.Bootstrap()...)
+	store, err := n.Content()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	reps := newReplicas(n, nil, store)
+	host, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.Dir, WasmCacheDir), Logger: cfg.Logger}, route{reps})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer host.Close(context.Background())
+	reps.host = host
+	mesh.Handle(netx.StreamBlob, cas.Serve(store))
+	mesh.HandleCalls(reps.serveCall)
 	n.mesh.Store(mesh)
 	defer n.mesh.Store(nil)
+	n.replicas.Store(reps)
+	defer n.replicas.Store(nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.stop = cancel
 	var wg sync.WaitGroup
 	wg.Go(func() { mesh.Run(ctx) })
+	wg.Go(func() { reps.run(ctx) })
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("control socket stopped", "err", err)
@@ -140,6 +160,11 @@ func (n *Node) sampleLoad() *reducers.Load {
 	l.Relay = slices.ContainsFunc(l.Addrs, netx.Public)
 	if m := n.mesh.Load(); m != nil {
 		l.Coord = m.Coord()
+	}
+	if r := n.replicas.Load(); r != nil {
+		l.Seeds = r.meters.sample(time.Now(), r.saturation)
+		l.Cached = r.cached()
+		l.InFlight = r.inFlight()
 	}
 	return l
 }

@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/pln-mesh/pln/oplog"
@@ -13,7 +17,8 @@ import (
 // name. Zero limits take the defaults below.
 type SeedRequest struct {
 	Name        string            `json:"name"`
-	Digest      string            `json:"digest"`
+	File        string            `json:"file,omitempty"`   // an artifact to add to the content store (absolute path)
+	Digest      string            `json:"digest,omitempty"` // or one the cluster already holds
 	Kind        string            `json:"kind,omitempty"`
 	SizeBytes   int64             `json:"size_bytes,omitempty"`
 	MinReplicas int64             `json:"min_replicas,omitempty"`
@@ -42,10 +47,31 @@ func init() {
 	register("unseed", unseed)
 }
 
-func seed(_ context.Context, n *Node, r SeedRequest) (*OpResult, error) {
-	digest, err := oplog.ParseDigest(r.Digest)
-	if err != nil {
-		return nil, err
+// SeedResult is the seed op and what it published.
+type SeedResult struct {
+	OpResult
+	Name   string       `json:"name"`
+	Digest oplog.Digest `json:"digest"`
+	Size   int64        `json:"size_bytes,omitempty"`
+}
+
+func seed(_ context.Context, n *Node, r SeedRequest) (*SeedResult, error) {
+	var digest oplog.Digest
+	var err error
+	switch {
+	case r.File != "":
+		if digest, r.SizeBytes, err = n.addArtifact(r.File, r.Kind); err != nil {
+			return nil, err
+		}
+		if r.Digest != "" && r.Digest != digest.String() {
+			return nil, fmt.Errorf("%s has digest %s, not %s", r.File, digest, r.Digest)
+		}
+	case r.Digest != "":
+		if digest, err = oplog.ParseDigest(r.Digest); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("seed what? give a .wasm file, or --digest of an artifact the cluster holds")
 	}
 	s := &reducers.Seed{
 		Name: r.Name, Kind: r.Kind, Digest: digest, SizeBytes: r.SizeBytes,
@@ -74,7 +100,39 @@ func seed(_ context.Context, n *Node, r SeedRequest) (*OpResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return result(op), nil
+	return &SeedResult{OpResult: *result(op), Name: s.Name, Digest: s.Digest, Size: s.SizeBytes}, nil
+}
+
+// wasmMagic starts every WebAssembly module.
+var wasmMagic = []byte{0x00, 'a', 's', 'm'}
+
+// addArtifact puts a file into the node's content store and returns its
+// digest and size.
+func (n *Node) addArtifact(path, kind string) (oplog.Digest, int64, error) {
+	store, err := n.Content()
+	if err != nil {
+		return oplog.Digest{}, 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return oplog.Digest{}, 0, err
+	}
+	defer f.Close()
+	if kind == "" || kind == reducers.SeedWASM {
+		head := make([]byte, len(wasmMagic))
+		if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head, wasmMagic) {
+			return oplog.Digest{}, 0, fmt.Errorf("%s is not a WebAssembly module (build it with GOOS=wasip1 GOARCH=wasm, see the README)", path)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return oplog.Digest{}, 0, err
+		}
+	}
+	if fi, err := f.Stat(); err != nil {
+		return oplog.Digest{}, 0, err
+	} else if fi.Size() > maxArtifactBytes {
+		return oplog.Digest{}, 0, fmt.Errorf("%s is %d MiB; artifacts are at most %d MiB", path, fi.Size()>>20, maxArtifactBytes>>20)
+	}
+	return store.Put(f)
 }
 
 func unseed(_ context.Context, n *Node, r UnseedRequest) (*OpResult, error) {

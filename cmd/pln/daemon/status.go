@@ -66,8 +66,9 @@ type SeedStatus struct {
 	MaxReplicas int64    `json:"max_replicas"`
 	Want        int      `json:"want"`
 	Ready       int      `json:"ready"`
-	Where       []string `json:"where"`  // nodes with a ready replica
-	Placed      []string `json:"placed"` // nodes placement chooses now
+	Where       []string `json:"where"`       // nodes with a ready replica
+	Placed      []string `json:"placed"`      // nodes placement chooses now
+	CallsPerSec float64  `json:"calls_per_s"` // served, summed over the last load reports
 }
 
 // ClaimStatus is one node's claim on a seed.
@@ -116,6 +117,9 @@ func status(_ context.Context, n *Node, _ struct{}) (*Status, error) {
 		}
 		for _, k := range p.Nodes {
 			ss.Placed = append(ss.Placed, nameOf(v, k))
+		}
+		for _, k := range v.LiveNodes(now) {
+			ss.CallsPerSec += float64(v.Loads[k].Seeds[name].ServedMilliCPS) / 1000
 		}
 		s.Seeds = append(s.Seeds, ss)
 	}

@@ -1,0 +1,200 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pln-mesh/pln/netx"
+	"github.com/pln-mesh/pln/oplog"
+	"github.com/pln-mesh/pln/reducers"
+)
+
+// The seeds tests run the committed Go guest (testdata/wasm/go) on real
+// nodes over loopback.
+
+func helloWasm() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "wasm", "hello.wasm")
+}
+
+// seedHello publishes the Go guest from n as "hello".
+func seedHello(t *testing.T, n *Node, r SeedRequest) *SeedResult {
+	t.Helper()
+	r.File, r.Name = helloWasm(), "hello"
+	res, err := seed(context.Background(), n, r)
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	return res
+}
+
+// ready returns the nodes with a ready claim on seed, in n's view.
+func ready(n *Node, seed string) []string {
+	v := n.View()
+	var out []string
+	for _, c := range v.ClaimsFor(seed) {
+		if c.State == reducers.ClaimReady && v.Live(c.Node, n.nowHLC()) {
+			out = append(out, nameOf(v, c.Node))
+		}
+	}
+	return out
+}
+
+func callOn(n *Node, seed, fn, input string) (string, error) {
+	res, err := call(context.Background(), n, CallRequest{Seed: seed, Fn: fn, Input: []byte(input), Timeout: 10 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	return string(res.Output), nil
+}
+
+func TestSeedOnOneNodeCallFromAnother(t *testing.T) {
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	res := seedHello(t, ns[0], SeedRequest{})
+	if res.Size == 0 || res.Digest.IsZero() {
+		t.Fatalf("seed result %+v", res)
+	}
+	// Default: two replicas, placed and ready somewhere.
+	waitFor(t, 30*time.Second, "hello never had two ready replicas", func() bool { return len(ready(ns[2], "hello")) == 2 })
+	out, err := callOn(ns[2], "hello", "greet", `{"name":"world"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Greeting string }
+	if json.Unmarshal([]byte(out), &got) != nil || got.Greeting != "hello, world" {
+		t.Fatalf("greet from n2 = %q", out)
+	}
+	// A guest error reaches the caller as a readable error.
+	if _, err := callOn(ns[1], "hello", "greet", `not json`); err == nil {
+		t.Fatal("greet with bad input succeeded")
+	}
+	// A seed that does not exist says so.
+	if _, err := callOn(ns[1], "nope", "greet", ``); err == nil || !strings.Contains(err.Error(), "no seed named") {
+		t.Fatalf("call of an unknown seed: %v", err)
+	}
+	replayClean(t, cl)
+}
+
+func TestSeedSurvivesTheDeathOfAReplica(t *testing.T) {
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{}) // the default: two replicas
+	waitFor(t, 30*time.Second, "hello never had two ready replicas", func() bool { return len(ready(ns[0], "hello")) == 2 })
+	holder := ready(ns[0], "hello")[0]
+	var dead *DevNode
+	for _, d := range cl.Nodes() {
+		if d.Name == holder {
+			dead = d
+		}
+	}
+	// The caller is a node that does not hold the replica.
+	var caller *Node
+	for _, d := range cl.Nodes() {
+		if d != dead && d.Node() != nil {
+			caller = d.Node()
+		}
+	}
+	if _, err := callOn(caller, "hello", "echo", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Stop(dead); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 20*time.Second, "the seed never answered again from a survivor", func() bool {
+		out, err := callOn(caller, "hello", "echo", "again")
+		return err == nil && out == "again"
+	})
+	t.Logf("answered again %s after its replica died", time.Since(start).Round(time.Millisecond))
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("the seed took %s to answer again; the issue asks for 10 s", time.Since(start))
+	}
+	// Placement brings it back to two replicas on the survivors.
+	waitFor(t, 30*time.Second, "the survivors never restored two replicas", func() bool {
+		rs := ready(caller, "hello")
+		return len(rs) == 2 && !slices.Contains(rs, dead.Name)
+	})
+	replayClean(t, cl)
+}
+
+func TestSeedCallsSeedAndSeesItsCaller(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 2, MaxReplicas: 2})
+	waitFor(t, 30*time.Second, "hello never had two ready replicas", func() bool { return len(ready(ns[1], "hello")) == 2 })
+
+	// whoami sees the caller's key and properties.
+	out, err := callOn(ns[1], "hello", "whoami", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who struct {
+		Key   string
+		Props map[string]string
+	}
+	if err := json.Unmarshal([]byte(out), &who); err != nil || who.Key != ns[1].Self().String() || who.Props["name"] != "n1" {
+		t.Fatalf("whoami = %s (%v); want n1's key and props", out, err)
+	}
+	// A seed calls a seed by URI.
+	in, _ := json.Marshal(map[string]string{"uri": "pln://seed/hello/echo", "input": "nested"})
+	out, err = callOn(ns[0], "hello", "call", string(in))
+	if err != nil || !strings.Contains(out, "nested") {
+		t.Fatalf("call through pln_call = %q, %v", out, err)
+	}
+	replayClean(t, cl)
+}
+
+func TestDeniedNodeCannotCall(t *testing.T) {
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1})
+	waitFor(t, 30*time.Second, "hello never had a ready replica", func() bool { return len(ready(ns[0], "hello")) == 1 })
+	if _, err := deny(context.Background(), ns[0], DenyRequest{Subject: ns[2].Self().String()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "n2 never learnt it was denied", func() bool { return ns[2].View().Member(ns[2].Self()).Denied })
+	_, err := callOn(ns[2], "hello", "echo", "x")
+	if err == nil || !strings.Contains(err.Error(), "no longer a member") {
+		t.Fatalf("a denied node's call: %v; want a refusal", err)
+	}
+	// Nor does a replica serve a call that comes from it over a link that
+	// has not closed yet.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rs := ns[0].replicas.Load()
+	req := &netx.CallRequest{Seed: "hello", Fn: "echo", Input: []byte("x"), Origin: ns[2].Self()}
+	if _, err := rs.serveCall(ctx, ns[2].Self(), req, func() {}); err == nil {
+		t.Fatal("a replica served a call from a denied node")
+	}
+	replayClean(t, cl)
+}
+
+// replayClean checks that every claim each running node made replays from
+// its own log to the same decision (what 'pln replay --check' does).
+func replayClean(t *testing.T, cl *DevCluster) {
+	t.Helper()
+	for _, n := range nodes(cl) {
+		var ops []*oplog.Op
+		n.store.ForEachArrival(1, func(_ uint64, op *oplog.Op) error {
+			ops = append(ops, op)
+			return nil
+		})
+		r := reducers.CheckClaims(n.cluster, n.self, ops)
+		if len(r.Divergences) > 0 {
+			t.Errorf("%s: %d of %d claims diverge on replay; first: %+v", n.self.Short(), len(r.Divergences), r.Claims, r.Divergences[0])
+		} else {
+			t.Logf("%s: %d claims replay without divergence", n.self.Short(), r.Claims)
+		}
+	}
+}
