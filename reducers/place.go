@@ -12,9 +12,13 @@ import (
 // Placement weights, in points. A node's score is the sum of what applies to
 // it; the highest scores win. The scale is chosen so that a node with all of
 // a seed's demand beats a sticky replica elsewhere (replicas follow demand),
-// while a small shift in demand does not (no flapping).
+// while a small shift in demand does not (no flapping). Demand at the node
+// itself counts on top of demand near it: on a LAN every node is near every
+// other, and without it stickiness would never let a replica follow its
+// callers.
 const (
 	pointsDemand  = 3000 // × the share of the seed's demand at or near the node
+	pointsLocal   = 2000 // × the share of the seed's demand at the node itself
 	pointsSticky  = 1000 // the node already holds a ready replica of this digest
 	pointsCached  = 300  // the node already has the artifact
 	pointsFreeMem = 500  // × the node's free memory fraction
@@ -79,11 +83,13 @@ func Explain(v *View, seed string, now oplog.HLC) Placement {
 	}
 	p.Want = int(min(max(ceilDiv(p.DemandMilliCPS, v.Params.ReplicaMilliCPS), s.MinReplicas), s.MaxReplicas))
 
-	for n := range sources {
-		sources[n].near = ls.nearness(sources[n].i)
+	local := make([]int64, len(ls.keys)) // demand at each live node
+	for n, src := range sources {
+		sources[n].near = ls.nearness(src.i)
+		local[src.i] = src.d
 	}
 	for i := range ls.keys {
-		if c, ok := score(v, s, ls, i, sources, p.DemandMilliCPS); ok {
+		if c, ok := score(v, s, ls, i, sources, local, p.DemandMilliCPS); ok {
 			p.Ranked = append(p.Ranked, c)
 		}
 	}
@@ -112,7 +118,7 @@ type demandSource struct {
 
 // score rates the i-th live node for seed s, or reports it ineligible:
 // outside the seed's policy, saturated, or without the memory the seed needs.
-func score(v *View, s *SeedState, ls *liveSet, i int, sources []demandSource, total int64) (Candidate, bool) {
+func score(v *View, s *SeedState, ls *liveSet, i int, sources []demandSource, local []int64, total int64) (Candidate, bool) {
 	k := ls.keys[i]
 	c := Candidate{Node: k}
 	for pk, pv := range s.Policy {
@@ -138,7 +144,7 @@ func score(v *View, s *SeedState, ls *liveSet, i int, sources []demandSource, to
 		for _, src := range sources {
 			near += src.d * src.near[i] >> weightShift
 		}
-		c.Demand = mulDiv(near, pointsDemand, total)
+		c.Demand = mulDiv(near, pointsDemand, total) + mulDiv(local[i], pointsLocal, total)
 		c.Score += c.Demand
 	}
 	if c.Sticky {
