@@ -21,12 +21,22 @@ import (
 // per test binary (it takes a while) and removed by TestMain.
 
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pln-wasm-cache-")
+	if err != nil {
+		panic(err)
+	}
+	sharedWasmCache = dir
 	code := m.Run()
 	if replay1M.dir != "" {
 		os.RemoveAll(replay1M.dir)
 	}
+	os.RemoveAll(sharedWasmCache)
 	os.Exit(code)
 }
+
+// sharedWasmCache is one compilation cache for every node of every test:
+// the Go guest is compiled once per test binary, not once per node.
+var sharedWasmCache string
 
 const (
 	replayOps    = 1_000_000

@@ -34,6 +34,9 @@ type DevOptions struct {
 	Logger *slog.Logger    // default: discard
 	Seed   uint64          // seeds the filter's packet loss
 	NoSync bool            // skip fsync (tests only)
+	// WasmCache, if set, is one compilation cache for every node: each seed
+	// is compiled once for the whole cluster.
+	WasmCache string
 }
 
 // DevNode is one node of a DevCluster.
@@ -85,7 +88,7 @@ func (c *DevCluster) config(d *DevNode) Config {
 		mc.Listen = "127.0.0.1:0"
 	}
 	mc.Wrap = c.Filter.Wrap
-	return Config{Dir: d.Dir, Logger: c.opts.Logger.With("node", d.Name), NoSync: c.opts.NoSync, Mesh: mc}
+	return Config{Dir: d.Dir, Logger: c.opts.Logger.With("node", d.Name), NoSync: c.opts.NoSync, Mesh: mc, WasmCache: c.opts.WasmCache}
 }
 
 // Add starts one more node: the cluster's first creates it, every other

@@ -52,7 +52,8 @@ func meshOptions(t testing.TB) DevOptions {
 			DialTimeout:  2 * time.Second,
 			IdleTimeout:  5 * time.Second,
 		},
-		Params: reducers.Params{LoadIntervalMillis: 500},
+		Params:    reducers.Params{LoadIntervalMillis: 500},
+		WasmCache: sharedWasmCache,
 	}
 }
 

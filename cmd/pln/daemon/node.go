@@ -31,6 +31,9 @@ type Config struct {
 	// Mesh configures the node's QUIC endpoint ('pln up' only): listen and
 	// advertised addresses, intervals. Key and cluster are filled in.
 	Mesh netx.Config
+	// WasmCache is where compiled seeds are kept; default Dir/wasm-cache.
+	// Nodes in one process may share one (the dev cluster's tests do).
+	WasmCache string
 	// NoSync skips fsync in the store. Tests only: it breaks the promise that
 	// an acknowledged op survives a crash.
 	NoSync bool

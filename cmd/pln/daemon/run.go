@@ -67,7 +67,11 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 		return err
 	}
 	reps := newReplicas(n, nil, store)
-	host, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.Dir, WasmCacheDir), Logger: cfg.Logger}, route{reps})
+	cacheDir := cfg.WasmCache
+	if cacheDir == "" {
+		cacheDir = filepath.Join(cfg.Dir, WasmCacheDir)
+	}
+	host, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir, Logger: cfg.Logger}, route{reps})
 	if err != nil {
 		ln.Close()
 		return err

@@ -198,3 +198,105 @@ func replayClean(t *testing.T, cl *DevCluster) {
 		}
 	}
 }
+
+func fixture(rel string) string {
+	return filepath.Join(filepath.Dir(helloWasm()), rel)
+}
+
+func TestHostileSeedFailsClearlyWhileOthersServe(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1})
+	for _, h := range []string{"spin", "trap", "huge"} {
+		if _, err := seed(context.Background(), ns[0], SeedRequest{File: fixture("hostile/" + h + ".wasm"), Name: h,
+			MinReplicas: 1, MaxReplicas: 1, Timeout: 500 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the seeds never became ready", func() bool {
+		for _, s := range []string{"hello", "spin", "trap", "huge"} {
+			if len(ready(ns[1], s)) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for seed, want := range map[string]string{"spin": "timed out", "trap": "trap", "huge": "output"} {
+		start := time.Now()
+		_, err := callOn(ns[1], seed, "run", "")
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), want) {
+			t.Errorf("%s: %v; want an error saying %q", seed, err, want)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("%s took %s to fail", seed, time.Since(start))
+		}
+		// The node and the other seeds keep serving.
+		if out, err := callOn(ns[1], "hello", "echo", "still here"); err != nil || out != "still here" {
+			t.Fatalf("after %s, hello: %q, %v", seed, out, err)
+		}
+	}
+	// The spinning module itself serves its next call.
+	if _, err := callOn(ns[1], "spin", "ok", ""); err != nil {
+		t.Errorf("spin/ok after a timeout: %v", err)
+	}
+	replayClean(t, cl)
+}
+
+func TestOverloadedReplicaShedsToAnother(t *testing.T) {
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	// Two replicas that run one call at a time, each call spinning 1 s.
+	if _, err := seed(context.Background(), ns[0], SeedRequest{File: fixture("hostile/spin.wasm"), Name: "busy",
+		MinReplicas: 2, MaxReplicas: 2, Concurrency: 1, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "busy never had two ready replicas", func() bool { return len(ready(ns[2], "busy")) == 2 })
+	// Two calls at once from the same node: whichever replica the second
+	// lands on first is busy, so it moves to the other and both run.
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := callOn(ns[2], "busy", "run", ""); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "timed out") {
+			t.Errorf("a call: %v; want both to run (and time out), none refused", err)
+		}
+	}
+	replayClean(t, cl)
+}
+
+func TestCallsPullAReplicaTowardThem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves a replica after the drain hysteresis (~15 s); skipped with -short")
+	}
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1})
+	waitFor(t, 30*time.Second, "hello never had a ready replica", func() bool { return len(ready(ns[0], "hello")) == 1 })
+	// Call from a node that does not hold it until placement moves it there.
+	var caller *Node
+	for _, n := range ns {
+		if !slices.Contains(ready(n, "hello"), nameOf(n.View(), n.Self())) {
+			caller = n
+			break
+		}
+	}
+	self := nameOf(caller.View(), caller.Self())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			callOn(caller, "hello", "echo", "x")
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	waitFor(t, 60*time.Second, "the replica never moved to the node calling it", func() bool {
+		rs := ready(caller, "hello")
+		return len(rs) == 1 && rs[0] == self
+	})
+	cancel()
+	replayClean(t, cl)
+}
