@@ -11,7 +11,7 @@ test:
 
 # Benchmarks whose figures the README quotes, each beside its floor.
 bench:
-    go test -run '^$' -bench . -benchmem ./oplog/ ./oplog/store/ ./reducers/ ./cmd/pln/daemon/
+    go test -run '^$' -bench . -benchmem ./oplog/ ./oplog/store/ ./reducers/ ./netx/ ./wasm/ ./cas/ ./cmd/pln/daemon/
 
 # Fuzz every decoder for a while each (FUZZTIME=1m just fuzz).
 fuzz FUZZTIME="30s":

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 
 	extism "github.com/extism/go-sdk"
@@ -94,18 +93,16 @@ func BenchmarkCallEchoParallel(b *testing.B) {
 	}
 }
 
-// warm runs n calls at once, so that the pool holds n instances before the
-// clock starts: the benchmark measures calls, not instantiation.
+// warm fills the pool with n instances before the clock starts: the
+// benchmark measures calls, not instantiation.
 func warm(b *testing.B, m *Module, n int) {
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			if _, err := m.Call(context.Background(), "echo", benchInput, CallContext{}); err != nil {
-				b.Error(err)
-			}
-		})
+	for len(m.idle) < n {
+		inst, err := m.newInstance(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.idle <- inst
 	}
-	wg.Wait()
 }
 
 // BenchmarkLoadCold is Load of the Go guest with an empty cache: a full

@@ -3,6 +3,7 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,13 +84,38 @@ func TestRefusedBeforeRunning(t *testing.T) {
 	}
 }
 
-func TestDigestMismatchRefused(t *testing.T) {
+func TestLoadRefuses(t *testing.T) {
 	h := newHost(t, Config{}, nil)
+	ctx := context.Background()
 	code, digest := fixture(t, cGuest)
 	digest[0] ^= 1
-	if _, err := h.Load(context.Background(), "hello", digest, code, Limits{}); !errors.Is(err, ErrDigest) {
+	if _, err := h.Load(ctx, "hello", digest, code, Limits{}); !errors.Is(err, ErrDigest) {
 		t.Fatalf("Load with a wrong digest: %v; want ErrDigest", err)
 	}
+
+	// Code that is not WASM fails to compile, and fails the same way, at
+	// once, when the daemon tries again.
+	code = []byte("#!/bin/sh\necho not wasm\n")
+	_, err := h.Load(ctx, "script", sha256.Sum256(code), code, Limits{})
+	if err == nil || !strings.Contains(err.Error(), "compile") {
+		t.Fatalf("Load of a shell script: %v; want a compile error", err)
+	}
+	start := time.Now()
+	_, again := h.Load(ctx, "script", sha256.Sum256(code), code, Limits{})
+	if again == nil || again.Error() != err.Error() || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("second Load of a shell script: %v after %v; want the same error at once", again, time.Since(start))
+	}
+	// Once the failure is old, Load tries again, on a runtime of its own.
+	h.mu.Lock()
+	for k, f := range h.failed {
+		f.at = f.at.Add(-failedRetry)
+		h.failed[k] = f
+	}
+	h.mu.Unlock()
+	if _, again := h.Load(ctx, "script", sha256.Sum256(code), code, Limits{}); again == nil || again.Error() != err.Error() {
+		t.Errorf("Load of a shell script after the retry delay: %v; want %v", again, err)
+	}
+	t.Log(err)
 }
 
 func TestWhoami(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
@@ -27,7 +28,7 @@ type Host struct {
 	mu       sync.Mutex
 	closed   bool
 	compiled map[compiledKey]*compiled
-	failed   map[compiledKey]error // code that will not compile, so a retry fails fast
+	failed   map[compiledKey]failure // code that would not compile, so a retry fails fast
 	modules  map[*Module]struct{}
 }
 
@@ -50,15 +51,28 @@ type compiledKey struct {
 
 // compiled is a compiled plug-in and the modules using it.
 type compiled struct {
-	key    compiledKey
-	ready  chan struct{} // closed once plugin or err is set
+	key   compiledKey
+	ready chan struct{} // closed once plugin or err is set
+	// Set under Host.mu before ready closes; read after ready, or under
+	// Host.mu.
 	plugin *extism.CompiledPlugin
 	err    error
 	refs   int // guarded by Host.mu
 }
 
-// maxFailed bounds the memory of code that would not compile.
-const maxFailed = 256
+// failure is a compilation that failed, remembered for a while: the daemon
+// retries a seed it was chosen for on every placement tick, and each
+// failure inside extism leaks a wazero runtime (see build).
+type failure struct {
+	err error
+	at  time.Time
+}
+
+// Memory of failed compilations.
+const (
+	maxFailed   = 256         // failures remembered at most
+	failedRetry = time.Minute // how long a failure is final (a full disk may clear)
+)
 
 // New starts a host. r receives the calls guests make with pln_call.
 func New(ctx context.Context, cfg Config, r Router) (*Host, error) {
@@ -66,7 +80,7 @@ func New(ctx context.Context, cfg Config, r Router) (*Host, error) {
 	h := &Host{
 		cfg: cfg, router: r, log: cfg.Logger,
 		compiled: make(map[compiledKey]*compiled),
-		failed:   make(map[compiledKey]error),
+		failed:   make(map[compiledKey]failure),
 		modules:  make(map[*Module]struct{}),
 	}
 	if cfg.CacheDir != "" {
@@ -124,9 +138,10 @@ func (h *Host) compile(ctx context.Context, key compiledKey, code []byte) (*comp
 		h.mu.Unlock()
 		return nil, fmt.Errorf("host %w", ErrClosed)
 	}
-	if err := h.failed[key]; err != nil {
+	f, failedBefore := h.failed[key]
+	if failedBefore && time.Since(f.at) < failedRetry {
 		h.mu.Unlock()
-		return nil, err
+		return nil, f.err
 	}
 	c := h.compiled[key]
 	if c != nil {
@@ -147,21 +162,24 @@ func (h *Host) compile(ctx context.Context, key compiledKey, code []byte) (*comp
 	h.compiled[key] = c
 	h.mu.Unlock()
 
-	c.plugin, c.err = h.build(ctx, key.pages, code)
-	if c.err != nil {
-		h.mu.Lock()
+	plugin, err := h.build(ctx, key.pages, code, failedBefore)
+	h.mu.Lock()
+	c.plugin, c.err = plugin, err
+	if err == nil {
+		delete(h.failed, key)
+	} else {
 		delete(h.compiled, key)
-		if ctx.Err() == nil { // a deterministic failure: remember it
+		if ctx.Err() == nil { // not the caller giving up: remember it
 			if len(h.failed) >= maxFailed {
 				clear(h.failed)
 			}
-			h.failed[key] = c.err
+			h.failed[key] = failure{err, time.Now()}
 		}
-		h.mu.Unlock()
 	}
+	h.mu.Unlock()
 	close(c.ready)
-	if c.err != nil {
-		return nil, c.err
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -170,11 +188,22 @@ func (h *Host) compile(ctx context.Context, key compiledKey, code []byte) (*comp
 // most pages of memory (and as much again for the Extism kernel's), whose
 // calls stop when their context ends, and which sees the pln host functions
 // and WASI without files, network, arguments or environment.
-func (h *Host) build(ctx context.Context, pages uint32, code []byte) (*extism.CompiledPlugin, error) {
+//
+// Extism leaks the wazero runtime of a compilation that fails, so code that
+// failed before is first compiled on a runtime of our own, which is closed
+// whatever happens (once the plug-in holds the machine code).
+func (h *Host) build(ctx context.Context, pages uint32, code []byte, suspect bool) (*extism.CompiledPlugin, error) {
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(h.cache).
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(pages)
+	if suspect {
+		rt := wazero.NewRuntimeWithConfig(ctx, rc)
+		defer rt.Close(ctx)
+		if _, err := rt.CompileModule(ctx, code); err != nil {
+			return nil, fmt.Errorf("compile under a %s memory cap: %w", sizeText(int64(pages)*pageBytes), err)
+		}
+	}
 	manifest := extism.Manifest{
 		Wasm: []extism.Wasm{extism.WasmData{Data: code, Name: "main"}},
 		Memory: &extism.ManifestMemory{

@@ -330,7 +330,7 @@ func (r *replicas) Call(ctx context.Context, seed, fn string, input []byte, chai
 		var err error
 		if k == n.self {
 			out, err = r.runLocal(ctx, s, fn, input, chain, origin, nil)
-			if errors.Is(err, errNotHere) || errors.Is(err, wasm.ErrOverloaded) {
+			if refusedBeforeStart(err) {
 				refusals = append(refusals, err)
 				continue
 			}
@@ -405,4 +405,10 @@ func (rt route) Call(ctx context.Context, cc wasm.CallContext, uri string, input
 		return nil, err
 	}
 	return rt.r.Call(ctx, seed, fn, input, cc.Chain, cc.Caller)
+}
+
+// refusedBeforeStart reports whether a local call never ran, so the next
+// replica may take it: none here, all instances busy, or draining.
+func refusedBeforeStart(err error) bool {
+	return errors.Is(err, errNotHere) || errors.Is(err, wasm.ErrOverloaded) || errors.Is(err, wasm.ErrClosed)
 }
