@@ -69,11 +69,12 @@ type CallHandler func(ctx context.Context, from oplog.Key, req *CallRequest, sta
 // HandleCalls serves the call protocol with h.
 func (m *Mesh) HandleCalls(h CallHandler) {
 	m.Handle(StreamCall, func(ctx context.Context, from oplog.Key, s *quic.Stream) {
+		// quic-go frees a stream only once both directions are done.
 		defer s.Close()
+		defer s.CancelRead(0)
 		r, w := bufio.NewReader(s), bufio.NewWriter(s)
 		raw, err := readFrame(r, maxCallInput+maxCallChain*128+1024)
 		if err != nil {
-			s.CancelRead(0)
 			return
 		}
 		var req CallRequest
@@ -135,7 +136,7 @@ func (m *Mesh) Call(ctx context.Context, peer oplog.Key, req *CallRequest) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)
 	}
-	defer s.Close()
+	defer s.CancelRead(0) // quic-go frees a stream only once both directions are done
 	s.SetDeadline(dl)
 	body, err := oplog.Marshal(req)
 	if err != nil {
@@ -146,6 +147,9 @@ func (m *Mesh) Call(ctx context.Context, peer oplog.Key, req *CallRequest) ([]by
 	if err := writeFrame(w, body); err != nil || w.Flush() != nil {
 		return nil, fmt.Errorf("%w: could not send the call", ErrNotStarted)
 	}
+	// Done sending. The replica may have answered and stopped reading
+	// already, which makes Close report the stream cancelled: harmless.
+	s.Close()
 	raw, err := readFrame(r, 4096)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)

@@ -435,3 +435,30 @@ func TestMeshOneLinkPerPair(t *testing.T) {
 		t.Errorf("the link was replaced: up since %s, then since %s", first.Since, now.Since)
 	}
 }
+
+// A sync session must free its stream: quic-go releases a stream only when
+// both directions are done, and a link allows 1,024 at once. Sessions that
+// leaked theirs jammed anti-entropy on a link after about 85 minutes.
+func TestMeshSyncSessionsFreeTheirStreams(t *testing.T) {
+	noLeaks(t)
+	_, a, b := twoMembers(t)
+	b.mesh.mu.Lock()
+	p := b.mesh.peers[a.self()]
+	b.mesh.mu.Unlock()
+	if p == nil || !p.outbound {
+		t.Fatal("b has no outbound link to a")
+	}
+	for i := range 1100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := p.conn.OpenStreamSync(ctx)
+		if err != nil {
+			cancel()
+			t.Fatalf("session %d: no stream: %v", i, err)
+		}
+		_, err = b.mesh.runSync(ctx, a.self(), s, true)
+		cancel()
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+}

@@ -123,6 +123,9 @@ func (m *Mesh) runSync(ctx context.Context, peer oplog.Key, s *quic.Stream, init
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
 	}
+	// quic-go frees a stream only once both directions are done: close ours
+	// and stop reading theirs, whatever state the session ended in.
+	defer s.CancelRead(0)
 	defer s.Close()
 	c := &countingRW{s: s}
 	defer func() { st.BytesIn, st.BytesOut = c.in, c.out }()

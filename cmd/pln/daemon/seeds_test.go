@@ -300,3 +300,22 @@ func TestCallsPullAReplicaTowardThem(t *testing.T) {
 	cancel()
 	replayClean(t, cl)
 }
+
+// quic-go frees a stream only when both of its directions are done; a call
+// that left either open leaked it, and after 1,024 calls over one link the
+// next could not open a stream at all.
+func TestManyCallsOverOneLink(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Policy: map[string]string{"name": "n0"}})
+	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	for i := range 1500 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := ns[1].replicas.Load().Call(ctx, "hello", "echo", []byte("x"), nil, ns[1].Self())
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}
