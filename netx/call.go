@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -72,14 +73,14 @@ func (m *Mesh) HandleCalls(h CallHandler) {
 		// quic-go frees a stream only once both directions are done.
 		defer s.Close()
 		defer s.CancelRead(0)
-		r, w := bufio.NewReader(s), bufio.NewWriter(s)
+		r := bufio.NewReaderSize(s, callBufBytes)
 		raw, err := readFrame(r, maxCallInput+maxCallChain*128+1024)
 		if err != nil {
 			return
 		}
 		var req CallRequest
 		if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Chain) > maxCallChain || req.TimeLeftMs <= 0 {
-			writeAnswer(w, callAnswer{Refused: "malformed call"})
+			writeAnswer(s, callAnswer{Refused: "malformed call"})
 			return
 		}
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(req.TimeLeftMs)*time.Millisecond)
@@ -87,14 +88,14 @@ func (m *Mesh) HandleCalls(h CallHandler) {
 		started := false
 		out, err := h(ctx, from, &req, func() {
 			started = true
-			writeAnswer(w, callAnswer{Started: true})
+			writeAnswer(s, callAnswer{Started: true})
 		})
 		if !started {
 			msg := "refused"
 			if err != nil {
 				msg = err.Error()
 			}
-			writeAnswer(w, callAnswer{Refused: msg})
+			writeAnswer(s, callAnswer{Refused: msg})
 			return
 		}
 		res := callResult{Output: out}
@@ -102,17 +103,17 @@ func (m *Mesh) HandleCalls(h CallHandler) {
 			res.Output, res.Error = nil, err.Error()
 		}
 		b, _ := oplog.Marshal(res)
-		if writeFrame(w, b) == nil {
-			w.Flush()
-		}
+		s.Write(appendFrame(nil, b))
 	})
 }
 
-func writeAnswer(w *bufio.Writer, a callAnswer) {
+// callBufBytes sizes a call stream's read buffer: the answer is a few
+// bytes, and larger outputs are read straight through.
+const callBufBytes = 512
+
+func writeAnswer(w io.Writer, a callAnswer) {
 	b, _ := oplog.Marshal(a)
-	if writeFrame(w, b) == nil {
-		w.Flush()
-	}
+	w.Write(appendFrame(nil, b))
 }
 
 // Call runs req on peer. An error wrapping ErrNotStarted means the replica
@@ -142,9 +143,8 @@ func (m *Mesh) Call(ctx context.Context, peer oplog.Key, req *CallRequest) ([]by
 	if err != nil {
 		return nil, err
 	}
-	w, r := bufio.NewWriter(s), bufio.NewReader(s)
-	w.WriteByte(StreamCall)
-	if err := writeFrame(w, body); err != nil || w.Flush() != nil {
+	r := bufio.NewReaderSize(s, callBufBytes)
+	if _, err := s.Write(appendFrame([]byte{StreamCall}, body)); err != nil {
 		return nil, fmt.Errorf("%w: could not send the call", ErrNotStarted)
 	}
 	// Done sending. The replica may have answered and stopped reading

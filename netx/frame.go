@@ -28,6 +28,13 @@ func writeFrame(w io.Writer, payload []byte) error {
 	return err
 }
 
+// appendFrame appends payload to b as one frame, so that a small message
+// goes out in a single write.
+func appendFrame(b, payload []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(payload)))
+	return append(b, payload...)
+}
+
 // readFrame reads one frame of at most limit bytes. It returns io.EOF only
 // at a clean end between frames, ErrFrame when the peer broke the framing
 // (a frame cut short, a length over the limit or malformed), and the

@@ -82,7 +82,10 @@ func BenchmarkFloorExtismEchoInProcess(b *testing.B) {
 		noop("pln_caller", nil, []extism.ValueType{i64}),
 		noop("pln_log", []extism.ValueType{i64, i64}, nil),
 	}
-	cp, err := extism.NewCompiledPlugin(ctx, extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: code}}},
+	// The same work includes a time limit, which makes wazero watch each
+	// call's context (a seed's calls always have one).
+	manifest := extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: code}}, Timeout: uint64(DefaultSeedTimeout.Milliseconds())}
+	cp, err := extism.NewCompiledPlugin(ctx, manifest,
 		extism.PluginConfig{EnableWasi: true, RuntimeConfig: wazero.NewRuntimeConfig().WithCompilationCache(cache)}, hostFns)
 	if err != nil {
 		b.Fatal(err)
