@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func echoCluster(b *testing.B) (local, remote *Node) {
 	waitMesh(b, cl)
 	ns := nodes(cl)
 	if _, err := seed(context.Background(), ns[0], SeedRequest{File: helloWasm(), Name: "hello", MinReplicas: 1, MaxReplicas: 1,
-		Concurrency: 64, Policy: map[string]string{"name": "n0"}}); err != nil {
+		Concurrency: 128, Policy: map[string]string{"name": "n0"}}); err != nil {
 		b.Fatal(err)
 	}
 	waitFor(b, 60*time.Second, "hello never became ready on n0", func() bool {
@@ -114,8 +115,14 @@ func BenchmarkSeedCallThroughput(b *testing.B) {
 					n = remote
 				}
 				rs := n.replicas.Load()
-				b.SetParallelism(max(1, callers/2)) // GOMAXPROCS is 2 here
 				b.ResetTimer()
+				if callers == 1 {
+					benchCall(b, n)
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+					return
+				}
+				// RunParallel runs parallelism × GOMAXPROCS goroutines.
+				b.SetParallelism(max(1, callers/runtime.GOMAXPROCS(0)))
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if _, err := rs.Call(context.Background(), "hello", "echo", benchEchoInput, nil, n.self); err != nil {
