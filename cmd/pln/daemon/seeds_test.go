@@ -319,3 +319,34 @@ func TestManyCallsOverOneLink(t *testing.T) {
 		}
 	}
 }
+
+// A seed on one node calls a seed whose only replica is on another: the
+// call crosses the mesh, and the callee sees the chain that led to it.
+func TestSeedCallsASeedOnAnotherNode(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	for name, node := range map[string]string{"front": "n0", "back": "n1"} {
+		if _, err := seed(context.Background(), ns[0], SeedRequest{File: helloWasm(), Name: name, MinReplicas: 1, MaxReplicas: 1,
+			Policy: map[string]string{"name": node}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "front and back never became ready where pinned", func() bool {
+		f, b := ready(ns[0], "front"), ready(ns[0], "back")
+		return len(f) == 1 && f[0] == "n0" && len(b) == 1 && b[0] == "n1"
+	})
+	in, _ := json.Marshal(map[string]string{"uri": "pln://seed/back/whoami", "input": ""})
+	out, err := callOn(ns[0], "front", "call", string(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who struct {
+		Key   string
+		Chain []string
+	}
+	if err := json.Unmarshal([]byte(out), &who); err != nil || who.Key != ns[0].Self().String() || !slices.Equal(who.Chain, []string{"front/call"}) {
+		t.Fatalf("back/whoami through front/call = %s (%v); want n0's key and chain [front/call]", out, err)
+	}
+	replayClean(t, cl)
+}
