@@ -37,6 +37,9 @@ type DevOptions struct {
 	// WasmCache, if set, is one compilation cache for every node: each seed
 	// is compiled once for the whole cluster.
 	WasmCache string
+	// NoFilter runs the nodes on bare sockets, as in production: the filter
+	// wraps each socket, which costs quic-go its fast paths (benchmarks).
+	NoFilter bool
 }
 
 // DevNode is one node of a DevCluster.
@@ -87,7 +90,9 @@ func (c *DevCluster) config(d *DevNode) Config {
 	if mc.Listen == "" {
 		mc.Listen = "127.0.0.1:0"
 	}
-	mc.Wrap = c.Filter.Wrap
+	if !c.opts.NoFilter {
+		mc.Wrap = c.Filter.Wrap
+	}
 	return Config{Dir: d.Dir, Logger: c.opts.Logger.With("node", d.Name), NoSync: c.opts.NoSync, Mesh: mc, WasmCache: c.opts.WasmCache}
 }
 
@@ -128,7 +133,7 @@ func (c *DevCluster) Add(ctx context.Context) (*DevNode, error) {
 		if err != nil {
 			return nil, err
 		}
-		w, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster, Wrap: c.Filter.Wrap}, t.Addrs, plan.Ops)
+		w, err := netx.Join(ctx, netx.Config{Key: plan.Key(), Cluster: t.Cluster, Wrap: cfg.Mesh.Wrap}, t.Addrs, plan.Ops)
 		if err != nil {
 			return nil, err
 		}

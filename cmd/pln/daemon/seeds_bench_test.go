@@ -23,7 +23,9 @@ var benchEchoInput = []byte(`{"bench":"0123456789012345678901234567890123456789"
 // echoCluster starts the cluster and waits for the replica on n0.
 func echoCluster(b *testing.B) (local, remote *Node) {
 	b.Helper()
-	cl := startMesh(b, 2, meshOptions(b))
+	opts := meshOptions(b)
+	opts.NoFilter = true // bare sockets, as in production
+	cl := startMesh(b, 2, opts)
 	waitMesh(b, cl)
 	ns := nodes(cl)
 	if _, err := seed(context.Background(), ns[0], SeedRequest{File: helloWasm(), Name: "hello", MinReplicas: 1, MaxReplicas: 1,
