@@ -1,7 +1,6 @@
 package reducers
 
 import (
-	"flag"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -10,18 +9,7 @@ import (
 )
 
 // Regressions: bugs found while writing the scenario and property tests,
-// each pinned by the smallest case that shows it. A test whose fix has not
-// landed yet calls knownBug, which skips it unless -knownbugs is given; the
-// fix removes that line.
-
-var knownBugs = flag.Bool("knownbugs", false, "run the regression tests of bugs not fixed yet (they fail)")
-
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if !*knownBugs {
-		t.Skipf("known bug, not fixed yet: %s (run with -knownbugs to see it fail)", what)
-	}
-}
+// each pinned by the smallest case that shows it.
 
 // regressCluster is a tiny cluster for these tests: the root's genesis with
 // params p at t=0 and the given nodes admitted as members at t=1.
