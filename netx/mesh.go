@@ -213,7 +213,14 @@ func (m *Mesh) serveConn(conn *quic.Conn, outbound bool) {
 	if outbound {
 		m.wg.Go(func() { m.syncWith(p) })
 	}
-	<-conn.Context().Done()
+	// A link registered just after Run's shutdown sweep would be closed by
+	// no one: every link also watches the mesh itself.
+	select {
+	case <-conn.Context().Done():
+	case <-m.ctx.Done():
+		conn.CloseWithError(codeNormal, "node shutting down")
+		<-conn.Context().Done()
+	}
 	m.unregister(p)
 	m.log.Info("peer disconnected", "peer", key.Short(), "reason", context.Cause(conn.Context()))
 }
