@@ -3,7 +3,6 @@ package reducers
 import (
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/pln-mesh/pln/oplog"
@@ -411,14 +410,4 @@ func EncodeBody(b Body) ([]byte, error) {
 		return nil, err
 	}
 	return oplog.Marshal(b)
-}
-
-// sortedKeys returns a map's keys in order, for deterministic output.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

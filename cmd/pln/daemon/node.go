@@ -427,8 +427,7 @@ const parallelVerifyMin = 64
 
 // verifyAll checks every op's signature, returning the first failure.
 func verifyAll(cluster oplog.ClusterID, ops []*oplog.Op) error {
-	workers := min(runtime.GOMAXPROCS(0), len(ops)/parallelVerifyMin+1)
-	if workers <= 1 {
+	if len(ops) < parallelVerifyMin {
 		for _, op := range ops {
 			if err := op.Verify(cluster); err != nil {
 				return err
@@ -436,7 +435,19 @@ func verifyAll(cluster oplog.ClusterID, ops []*oplog.Op) error {
 		}
 		return nil
 	}
+	for _, err := range verifyEach(cluster, ops) {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyEach checks every op's signature on every core and returns each
+// op's result, nil for a good one.
+func verifyEach(cluster oplog.ClusterID, ops []*oplog.Op) []error {
 	errs := make([]error, len(ops))
+	workers := min(runtime.GOMAXPROCS(0), len(ops)/parallelVerifyMin+1)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
@@ -446,10 +457,5 @@ func verifyAll(cluster oplog.ClusterID, ops []*oplog.Op) error {
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return errs
 }

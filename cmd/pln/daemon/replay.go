@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/oplog/store"
@@ -99,17 +97,7 @@ func readFile(path string, verify bool) (*LogSource, error) {
 
 // verify drops ops whose signatures fail, checking on every core.
 func (src *LogSource) verify() {
-	bad := make([]error, len(src.Ops))
-	var wg sync.WaitGroup
-	workers := runtime.GOMAXPROCS(0)
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(src.Ops); i += workers {
-				bad[i] = src.Ops[i].Verify(src.Cluster)
-			}
-		})
-	}
-	wg.Wait()
+	bad := verifyEach(src.Cluster, src.Ops)
 	kept := src.Ops[:0]
 	for i, op := range src.Ops {
 		if bad[i] != nil {
