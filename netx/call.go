@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -13,24 +14,33 @@ import (
 	"github.com/pln-mesh/pln/oplog"
 )
 
-// The call protocol: one bidirectional stream per call. The caller sends a
-// request; the replica answers at once either that it refuses (it does not
-// hold the seed, or it is saturated) or that it has started, and then the
-// result. A call the replica refused may be tried on the next candidate; a
-// call that started is never retried, since it may have had effects.
+// The call protocol. A call stream carries calls one after another: the
+// caller keeps a few open to each peer and reuses them, so a call costs one
+// request and one reply, not a stream's opening and closing too.
+//
+// For each call the caller sends a request. The replica answers with at
+// most one interim reply, Started, and then one final reply: Refused (it
+// did not run the call: it does not hold the seed, or it is saturated), or
+// the result. Started means the call may have had an effect beyond the
+// replica (it called out, with pln_call); the replica sends it before the
+// first such effect. A call with no Started reply has left nothing behind
+// whatever became of it, so the caller may try another replica if the
+// stream fails; a call that has started is never tried again.
 //
 // Deadlines travel as milliseconds left, never as wall times: the two
-// clocks need not agree.
+// clocks need not agree. A caller that gives up on a call resets its
+// stream, which cancels the call on the replica.
 
-// StreamCall carries one call to a seed on a peer.
+// StreamCall carries calls to seeds on a peer.
 const StreamCall byte = 4
 
 // Call limits.
 const (
-	maxCallInput  = 4 << 20
-	maxCallOutput = 4 << 20
-	maxCallFrame  = maxCallOutput + 1024
-	maxCallChain  = 64
+	maxCallInput   = 4 << 20
+	maxCallOutput  = 4 << 20
+	maxCallChain   = 64
+	maxCallRequest = maxCallInput + maxCallChain*128 + 1024
+	maxCallReply   = maxCallOutput + 1024
 )
 
 // CallRequest is a call of fn on a seed's replica.
@@ -43,89 +53,201 @@ type CallRequest struct {
 	Origin     oplog.Key `cbor:"6,keyasint"`           // the node where the call chain began
 }
 
-// callAnswer is the replica's first frame: refused or started.
-type callAnswer struct {
-	Started bool   `cbor:"1,keyasint,omitempty"`
-	Refused string `cbor:"2,keyasint,omitempty"` // why not, if not started
+// callReply is one of the replica's replies to a call: the interim Started,
+// or a final one, which is Refused or else the result.
+type callReply struct {
+	Started bool   `cbor:"1,keyasint,omitempty"` // interim: the call may have had effects
+	Refused string `cbor:"2,keyasint,omitempty"` // final: why the replica did not run it
+	Output  []byte `cbor:"3,keyasint,omitempty"`
+	Error   string `cbor:"4,keyasint,omitempty"` // final: the seed failed
 }
 
-// callResult is the replica's second frame.
-type callResult struct {
-	Output []byte `cbor:"1,keyasint,omitempty"`
-	Error  string `cbor:"2,keyasint,omitempty"`
+// decodeCallRequest reads a request from a peer.
+func decodeCallRequest(raw []byte) (*CallRequest, error) {
+	var req CallRequest
+	if err := oplog.Unmarshal(raw, &req); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(req.Chain) > maxCallChain:
+		return nil, fmt.Errorf("call chain of %d, limit %d", len(req.Chain), maxCallChain)
+	case len(req.Input) > maxCallInput:
+		return nil, fmt.Errorf("input of %d bytes, limit %d", len(req.Input), maxCallInput)
+	case req.TimeLeftMs <= 0:
+		return nil, errors.New("no time left")
+	}
+	return &req, nil
 }
 
-// ErrNotStarted is wrapped by errors from a call that did not start on the
-// replica: the caller may try another.
+// decodeCallReply reads a reply from a replica.
+func decodeCallReply(raw []byte) (*callReply, error) {
+	var rep callReply
+	if err := oplog.Unmarshal(raw, &rep); err != nil {
+		return nil, err
+	}
+	if rep.Started && (rep.Refused != "" || rep.Output != nil || rep.Error != "") {
+		return nil, errors.New("a Started reply with a result in it")
+	}
+	return &rep, nil
+}
+
+// ErrNotStarted is wrapped by errors from a call that had no effect on the
+// replica (it refused, or went away before the call started): the caller
+// may try another.
 var ErrNotStarted = errors.New("call not started")
+
+// Refuse marks err as a CallHandler's refusal: the call did not run.
+func Refuse(err error) error { return refusal{err} }
+
+type refusal struct{ err error }
+
+func (r refusal) Error() string   { return r.err.Error() }
+func (r refusal) Unwrap() []error { return []error{ErrNotStarted, r.err} }
 
 // ErrRemote is wrapped by errors the seed itself returned on the replica.
 var ErrRemote = errors.New("seed failed")
 
-// CallHandler runs a call a peer sent. start must be called once the call
-// is accepted, before it runs; a handler that returns without calling start
-// refuses the call with its error.
-type CallHandler func(ctx context.Context, from oplog.Key, req *CallRequest, start func()) ([]byte, error)
+// CallHandler runs a call a peer sent. It refuses the call, without having
+// run it, by returning an error made with Refuse. started must be
+// called before the call first has an effect outside this node; ctx ends
+// when the caller gives up.
+type CallHandler func(ctx context.Context, from oplog.Key, req *CallRequest, started func()) ([]byte, error)
 
 // HandleCalls serves the call protocol with h.
 func (m *Mesh) HandleCalls(h CallHandler) {
-	m.Handle(StreamCall, func(ctx context.Context, from oplog.Key, s *quic.Stream) {
+	m.Handle(StreamCall, func(_ context.Context, from oplog.Key, s *quic.Stream) {
 		// quic-go frees a stream only once both directions are done.
 		defer s.Close()
 		defer s.CancelRead(0)
 		r := bufio.NewReaderSize(s, callBufBytes)
-		raw, err := readFrame(r, maxCallInput+maxCallChain*128+1024)
-		if err != nil {
-			return
-		}
-		var req CallRequest
-		if err := oplog.Unmarshal(raw, &req); err != nil || len(req.Chain) > maxCallChain || req.TimeLeftMs <= 0 {
-			writeAnswer(s, callAnswer{Refused: "malformed call"})
-			return
-		}
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(req.TimeLeftMs)*time.Millisecond)
-		defer cancel()
-		started := false
-		out, err := h(ctx, from, &req, func() {
-			started = true
-			writeAnswer(s, callAnswer{Started: true})
-		})
-		if !started {
-			msg := "refused"
+		for {
+			raw, err := readFrame(r, maxCallRequest)
 			if err != nil {
-				msg = err.Error()
+				return // the caller closed the stream, or it broke
 			}
-			writeAnswer(s, callAnswer{Refused: msg})
-			return
+			if err := serveCall(s, from, raw, h); err != nil {
+				return
+			}
 		}
-		res := callResult{Output: out}
-		if err != nil {
-			res.Output, res.Error = nil, err.Error()
-		}
-		b, _ := oplog.Marshal(res)
-		s.Write(appendFrame(nil, b))
 	})
 }
 
-// callBufBytes sizes a call stream's read buffer: the answer is a few
-// bytes, and larger outputs are read straight through.
-const callBufBytes = 512
-
-func writeAnswer(w io.Writer, a callAnswer) {
-	b, _ := oplog.Marshal(a)
-	w.Write(appendFrame(nil, b))
+// serveCall runs one call and sends its replies. An error means the stream
+// can carry no more.
+func serveCall(s *quic.Stream, from oplog.Key, raw []byte, h CallHandler) error {
+	req, err := decodeCallRequest(raw)
+	if err != nil {
+		return writeReply(s, callReply{Refused: "malformed call: " + err.Error()})
+	}
+	// The stream's context ends when the caller resets the stream (it gave
+	// up) or the link goes.
+	ctx, cancel := context.WithTimeout(s.Context(), time.Duration(req.TimeLeftMs)*time.Millisecond)
+	defer cancel()
+	var werr error
+	out, err := h(ctx, from, req, func() { werr = writeReply(s, callReply{Started: true}) })
+	switch {
+	case werr != nil:
+		return werr
+	case errors.Is(err, ErrNotStarted):
+		return writeReply(s, callReply{Refused: err.Error()})
+	case err != nil:
+		return writeReply(s, callReply{Error: err.Error()})
+	}
+	return writeReply(s, callReply{Output: out})
 }
 
-// Call runs req on peer. An error wrapping ErrNotStarted means the replica
-// refused before running it; ErrRemote, that the seed failed there.
+// callBufBytes sizes a call stream's read buffer: most requests and
+// replies fit, and larger ones are read straight through.
+const callBufBytes = 4096
+
+func writeReply(w io.Writer, rep callReply) error {
+	b, err := oplog.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(appendFrame(nil, b))
+	return err
+}
+
+// callStream is a call stream to a peer, kept between calls.
+type callStream struct {
+	s    *quic.Stream
+	r    *bufio.Reader
+	used time.Time
+}
+
+// Keeping call streams: at most this many idle per peer (each holds a
+// goroutine on the replica), and none idle for longer than this.
+const (
+	maxIdleCallStreams = 16
+	callStreamIdle     = 30 * time.Second
+)
+
+// takeCallStream returns an idle call stream to p, or opens one; reused
+// says which.
+func (m *Mesh) takeCallStream(ctx context.Context, p *peer) (cs *callStream, reused bool, err error) {
+	p.mu.Lock()
+	for len(p.calls) > 0 {
+		cs = p.calls[len(p.calls)-1]
+		p.calls = p.calls[:len(p.calls)-1]
+		if time.Since(cs.used) < callStreamIdle {
+			p.mu.Unlock()
+			return cs, true, nil
+		}
+		cs.close()
+	}
+	p.mu.Unlock()
+	s, err := p.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	m.callStreams.Add(1)
+	if _, err := s.Write([]byte{StreamCall}); err != nil {
+		s.CancelRead(0)
+		s.CancelWrite(0)
+		return nil, false, err
+	}
+	return &callStream{s: s, r: bufio.NewReaderSize(s, callBufBytes)}, false, nil
+}
+
+// putCallStream keeps a stream whose last call ended cleanly.
+func (p *peer) putCallStream(cs *callStream) {
+	cs.s.SetDeadline(time.Time{})
+	cs.used = time.Now()
+	p.mu.Lock()
+	if !p.closed && len(p.calls) < maxIdleCallStreams {
+		p.calls = append(p.calls, cs)
+		cs = nil
+	}
+	p.mu.Unlock()
+	if cs != nil {
+		cs.close()
+	}
+}
+
+// close ends a stream politely: the replica's side ends when it reads EOF.
+func (cs *callStream) close() {
+	cs.s.Close()
+	cs.s.CancelRead(0)
+}
+
+// abandon resets a stream in the middle of a call, which tells the replica
+// to stop it.
+func (cs *callStream) abandon() {
+	cs.s.CancelWrite(codeCallAbandoned)
+	cs.s.CancelRead(codeCallAbandoned)
+}
+
+// codeCallAbandoned resets a call stream whose caller gave up.
+const codeCallAbandoned quic.StreamErrorCode = 1
+
+// Call runs req on peer. An error wrapping ErrNotStarted means the call had
+// no effect there (the replica refused it, or went away before it started):
+// another replica may take it. ErrRemote means the seed failed there.
 func (m *Mesh) Call(ctx context.Context, peer oplog.Key, req *CallRequest) ([]byte, error) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		return nil, errors.New("a call needs a deadline")
-	}
-	req.TimeLeftMs = time.Until(dl).Milliseconds()
-	if req.TimeLeftMs <= 0 {
-		return nil, context.DeadlineExceeded
 	}
 	m.mu.Lock()
 	p := m.peers[peer]
@@ -133,44 +255,95 @@ func (m *Mesh) Call(ctx context.Context, peer oplog.Key, req *CallRequest) ([]by
 	if p == nil {
 		return nil, fmt.Errorf("%w: no link to %s", ErrNotStarted, peer.Short())
 	}
-	s, err := p.conn.OpenStreamSync(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)
+	for {
+		cs, reused, err := m.takeCallStream(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)
+		}
+		out, err := p.callOn(ctx, cs, dl, req)
+		// A kept stream the replica has since closed fails before any
+		// reply: that says nothing about the call, so try a new stream.
+		if reused && errors.Is(err, errStaleStream) {
+			continue
+		}
+		return out, err
 	}
-	defer s.CancelRead(0) // quic-go frees a stream only once both directions are done
-	s.SetDeadline(dl)
+}
+
+// errStaleStream marks a call that failed on sending its request or before
+// any reply came, though the link and the deadline are fine.
+var errStaleStream = errors.New("the call stream was closed")
+
+// callOn runs req on one call stream and keeps the stream if the call
+// ended cleanly.
+func (p *peer) callOn(ctx context.Context, cs *callStream, dl time.Time, req *CallRequest) ([]byte, error) {
+	req.TimeLeftMs = time.Until(dl).Milliseconds()
+	if req.TimeLeftMs <= 0 {
+		cs.close()
+		return nil, context.DeadlineExceeded
+	}
 	body, err := oplog.Marshal(req)
 	if err != nil {
+		cs.close()
 		return nil, err
 	}
-	r := bufio.NewReaderSize(s, callBufBytes)
-	if _, err := s.Write(appendFrame([]byte{StreamCall}, body)); err != nil {
-		return nil, fmt.Errorf("%w: could not send the call", ErrNotStarted)
+	cs.s.SetDeadline(dl)
+	// A caller that gives up resets the stream, which stops the call there.
+	stop := context.AfterFunc(ctx, cs.abandon)
+	defer stop()
+	if _, err := cs.s.Write(appendFrame(nil, body)); err != nil {
+		cs.abandon()
+		return nil, p.lost(ctx, false, err)
 	}
-	// Done sending. The replica may have answered and stopped reading
-	// already, which makes Close report the stream cancelled: harmless.
-	s.Close()
-	raw, err := readFrame(r, 4096)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotStarted, err)
+	started := false
+	for {
+		raw, err := readFrame(cs.r, maxCallReply)
+		if err != nil {
+			cs.abandon()
+			return nil, p.lost(ctx, started, err)
+		}
+		rep, err := decodeCallReply(raw)
+		if err != nil || (started && rep.Started) {
+			cs.abandon()
+			if started {
+				return nil, fmt.Errorf("garbled reply from %s: %v", p.key.Short(), err)
+			}
+			return nil, fmt.Errorf("%w: garbled reply from %s: %v", ErrNotStarted, p.key.Short(), err)
+		}
+		if rep.Started {
+			started = true
+			continue
+		}
+		if !stop() { // the context ended as the reply came: the stream is reset
+			cs.abandon()
+		} else {
+			p.putCallStream(cs)
+		}
+		switch {
+		case rep.Refused != "" && !started:
+			return nil, fmt.Errorf("%w: %s refused: %s", ErrNotStarted, p.key.Short(), rep.Refused)
+		case rep.Refused != "":
+			return nil, fmt.Errorf("%s refused a call it had started: %s", p.key.Short(), rep.Refused)
+		case rep.Error != "":
+			return nil, fmt.Errorf("%w: %s", ErrRemote, rep.Error)
+		}
+		return rep.Output, nil
 	}
-	var a callAnswer
-	if err := oplog.Unmarshal(raw, &a); err != nil {
-		return nil, fmt.Errorf("%w: garbled answer: %v", ErrNotStarted, err)
+}
+
+// lost explains a call whose stream failed: the caller's deadline or
+// cancellation, or else the replica or link went away, before or after the
+// call started.
+func (p *peer) lost(ctx context.Context, started bool, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("call to %s: %w", p.key.Short(), context.Cause(ctx))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("call to %s: %w", p.key.Short(), context.DeadlineExceeded)
+	case started:
+		return fmt.Errorf("the call started on %s but its answer was lost: %w", p.key.Short(), err)
+	case p.conn.Context().Err() == nil:
+		return fmt.Errorf("%w: %w: %v", ErrNotStarted, errStaleStream, err)
 	}
-	if !a.Started {
-		return nil, fmt.Errorf("%w: %s refused: %s", ErrNotStarted, peer.Short(), a.Refused)
-	}
-	raw, err = readFrame(r, maxCallFrame)
-	if err != nil {
-		return nil, fmt.Errorf("call started on %s but its answer was lost: %w", peer.Short(), err)
-	}
-	var res callResult
-	if err := oplog.Unmarshal(raw, &res); err != nil {
-		return nil, fmt.Errorf("garbled result from %s: %w", peer.Short(), err)
-	}
-	if res.Error != "" {
-		return nil, fmt.Errorf("%w: %s", ErrRemote, res.Error)
-	}
-	return res.Output, nil
+	return fmt.Errorf("%w: %s went away before the call started: %v", ErrNotStarted, p.key.Short(), err)
 }

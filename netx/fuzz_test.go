@@ -19,7 +19,8 @@ import (
 )
 
 // Fuzz targets for every decoder that reads bytes from a peer: frames, the
-// push stream, the join request and the op frames of a sync session. None
+// push stream, the join request, the op frames of a sync session and the
+// call protocol's requests and replies. None
 // may panic, none may allocate more than its frame limit for any input, and
 // every error must be one that disconnects the peer.
 
@@ -169,7 +170,28 @@ func fuzzSeeds(tb testing.TB) map[string]map[string][]byte {
 		"bad-overlong":      overlong,
 		"bad-cut":           frame(bytes.Repeat([]byte{7}, 300))[:100],
 	}
+	cbor := func(v any) []byte {
+		b, err := oplog.Marshal(v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return b
+	}
+	callSeeds := map[string][]byte{
+		"valid-request":       cbor(CallRequest{Seed: "hello", Fn: "greet", Input: []byte(`{"name":"x"}`), TimeLeftMs: 1000, Chain: []string{"a/b"}, Origin: oplog.KeyOf(fuzzMember)}),
+		"valid-started":       cbor(callReply{Started: true}),
+		"valid-output":        cbor(callReply{Output: []byte("hi")}),
+		"valid-refused":       cbor(callReply{Refused: "busy"}),
+		"valid-error":         cbor(callReply{Error: "trap"}),
+		"bad-no-time":         cbor(CallRequest{Seed: "hello", Fn: "greet"}),
+		"bad-long-chain":      cbor(CallRequest{Seed: "s", Fn: "f", TimeLeftMs: 1, Chain: make([]string, maxCallChain+1)}),
+		"bad-started-result":  cbor(callReply{Started: true, Output: []byte("x")}),
+		"bad-not-cbor":        {0xff, 0xfe},
+		"bad-unknown-field":   {0xa1, 0x09, 0x01},
+		"bad-origin-too-long": cbor(map[int]any{1: "s", 2: "f", 4: 5, 6: make([]byte, 40)}),
+	}
 	return map[string]map[string][]byte{
+		"FuzzCallFrames":  callSeeds,
 		"FuzzReadFrame":   frameSeeds,
 		"FuzzReadOps":     push,
 		"FuzzSyncFrames":  sync,
@@ -375,6 +397,28 @@ func FuzzSyncFrames(f *testing.F) {
 		// Anything else must be an error for which finishSync disconnects.
 		if !errors.Is(err, ErrFrame) && !errors.Is(err, errSyncProtocol) && !errors.Is(err, oplog.ErrSignature) {
 			t.Fatalf("error %v would not disconnect the peer", err)
+		}
+	})
+}
+
+// FuzzCallFrames feeds the call protocol's decoders a request from a caller
+// and a reply from a replica: what they accept must be what they promise.
+func FuzzCallFrames(f *testing.F) {
+	addCorpus(f, "FuzzCallFrames")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if req, err := decodeCallRequest(data); err == nil {
+			if req.TimeLeftMs <= 0 || len(req.Chain) > maxCallChain || len(req.Input) > maxCallInput {
+				t.Fatalf("accepted a request with %d ms left, a chain of %d and %d bytes in", req.TimeLeftMs, len(req.Chain), len(req.Input))
+			}
+		} else if req != nil {
+			t.Fatal("a request returned with an error")
+		}
+		if rep, err := decodeCallReply(data); err == nil {
+			if rep.Started && (rep.Refused != "" || rep.Error != "" || rep.Output != nil) {
+				t.Fatalf("accepted a Started reply with a result: %+v", rep)
+			}
+		} else if rep != nil {
+			t.Fatal("a reply returned with an error")
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -79,6 +80,8 @@ type Mesh struct {
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
+
+	callStreams atomic.Int64 // call streams this node has opened
 }
 
 // New binds the node's UDP socket. Run starts serving on it.

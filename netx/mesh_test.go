@@ -69,6 +69,7 @@ func (c *testCluster) sign(t testing.TB, priv ed25519.PrivateKey, b reducers.Bod
 type fakeHost struct {
 	cluster oplog.ClusterID
 	mesh    atomic.Pointer[Mesh]
+	calls   CallHandler // serves calls, if set
 
 	mu  sync.Mutex
 	ops map[oplog.ID]*oplog.Op
@@ -216,6 +217,7 @@ type testNode struct {
 	host *fakeHost
 	mesh *Mesh
 	logs *logCounter
+	stop func() // stops the node before the test ends; harmless twice
 }
 
 // startNode runs a mesh as key over host until the test ends.
@@ -232,17 +234,24 @@ func startNode(t *testing.T, key ed25519.PrivateKey, host *fakeHost, bootstrap .
 		t.Fatal(err)
 	}
 	host.mesh.Store(m)
+	if host.calls != nil {
+		m.HandleCalls(host.calls)
+	}
 	m.AddBootstrap(bootstrap...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return &testNode{key: key, host: host, mesh: m, logs: logs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &testNode{key: key, host: host, mesh: m, logs: logs, stop: stop}
 }
 
 func (n *testNode) self() oplog.Key { return oplog.KeyOf(n.key) }
@@ -306,8 +315,8 @@ func noLeaks(t *testing.T) {
 }
 
 // twoMembers is a cluster with members a and b, each knowing the other's
-// grant, and b dialling a.
-func twoMembers(t *testing.T) (*testCluster, *testNode, *testNode) {
+// grant, and b dialling a. a serves calls with calls, if given.
+func twoMembers(t *testing.T, calls ...CallHandler) (*testCluster, *testNode, *testNode) {
 	t.Helper()
 	c := newTestCluster(t)
 	ka, kb := newKey(t), newKey(t)
@@ -316,7 +325,11 @@ func twoMembers(t *testing.T) (*testCluster, *testNode, *testNode) {
 		c.sign(t, c.root, &reducers.Grant{Subject: oplog.KeyOf(ka), Tier: reducers.TierAdmin}),
 		c.sign(t, c.root, &reducers.Grant{Subject: oplog.KeyOf(kb), Tier: reducers.TierMember}),
 	}
-	a := startNode(t, ka, newFakeHost(c.id, ops...))
+	ha := newFakeHost(c.id, ops...)
+	if len(calls) > 0 {
+		ha.calls = calls[0]
+	}
+	a := startNode(t, ka, ha)
 	b := startNode(t, kb, newFakeHost(c.id, ops...), a.addr())
 	eventually(t, "a and b did not link", func() bool { return a.mesh.Connected(b.self()) && b.mesh.Connected(a.self()) })
 	return c, a, b

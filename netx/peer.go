@@ -27,7 +27,8 @@ type peer struct {
 	drained chan struct{} // signalled when the queue has been sent and flushed
 	unsent  int           // ops queued or written but not yet flushed
 	closed  bool
-	closing bool // the link goes once its queue is sent
+	closing bool          // the link goes once its queue is sent
+	calls   []*callStream // idle call streams, newest last
 
 	syncMu sync.Mutex // one anti-entropy session at a time
 }
@@ -137,7 +138,12 @@ func (p *peer) take(n int) []*oplog.Op {
 func (p *peer) close() {
 	p.mu.Lock()
 	p.closed, p.queue = true, nil
+	calls := p.calls
+	p.calls = nil
 	p.mu.Unlock()
+	for _, cs := range calls {
+		cs.close()
+	}
 }
 
 // Broadcast pushes ops to every linked peer except from (the one they came

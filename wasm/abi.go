@@ -27,6 +27,20 @@ type callState struct {
 	// cycle is set when a pln_call failed with ErrCycle, so that the
 	// guest's failure, whatever its words, is reported as ErrCycle too.
 	cycle error
+	// reached is set once the call has reached beyond its instance.
+	reached bool
+}
+
+// reach tells the call's owner, once, that the call is about to have an
+// effect beyond its instance. Every host function with such an effect
+// calls it first.
+func (cs *callState) reach() {
+	if !cs.reached {
+		cs.reached = true
+		if cs.cc.Effect != nil {
+			cs.cc.Effect()
+		}
+	}
 }
 
 // Log levels of pln_log.
@@ -89,12 +103,14 @@ func (h *Host) call(ctx context.Context, cs *callState, uri string, input []byte
 	}
 	cc := cs.cc
 	cc.Chain = append(slices.Clip(cs.cc.Chain), cs.m.name+"/"+cs.fn)
+	cc.Effect = nil // the callee's effects are its own caller's concern
 	var out []byte
 	var err error
 	if len(cc.Chain) >= h.cfg.MaxDepth { // the callee would refuse: save the trip
 		err = fmt.Errorf("%s: %w: %d calls deep, the limit is %d (%s); a seed probably calls itself in a loop",
 			uri, ErrCycle, len(cc.Chain), h.cfg.MaxDepth, chainText(cc.Chain))
 	} else {
+		cs.reach()
 		out, err = h.router.Call(ctx, cc, uri, input)
 	}
 	if errors.Is(err, ErrCycle) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,6 +224,45 @@ func TestCallReachesRouter(t *testing.T) {
 	}
 	if len(calls) != n {
 		t.Errorf("the router saw %d calls it should not have", len(calls)-n)
+	}
+}
+
+// A call tells its owner before its first pln_call, once, and not at all
+// if it makes none: until then it could run again elsewhere unseen.
+func TestEffectIsToldBeforeTheFirstCallOut(t *testing.T) {
+	var effects, routed atomic.Int64
+	var order []string
+	r := routerFunc(func(ctx context.Context, cc CallContext, uri string, input []byte) ([]byte, error) {
+		order = append(order, "routed")
+		routed.Add(1)
+		if cc.Effect != nil {
+			t.Error("the callee was handed its caller's Effect")
+		}
+		return []byte("pong"), nil
+	})
+	h := newHost(t, Config{}, r)
+	m := load(t, h, "hello", goGuest, Limits{})
+	cc := CallContext{Effect: func() { order = append(order, "effect"); effects.Add(1) }}
+	for _, fn := range []string{"echo", "whoami", "log"} {
+		if _, err := m.Call(context.Background(), fn, []byte(`{}`), cc); err != nil {
+			t.Fatalf("%s: %v", fn, err)
+		}
+	}
+	if effects.Load() != 0 {
+		t.Errorf("calls that never called out told of %d effects", effects.Load())
+	}
+	if _, err := m.Call(context.Background(), "call", []byte(`{"uri":"pln://seed/other/pong","input":"x"}`), cc); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(order) != "[effect routed]" {
+		t.Errorf("a call out went %v; want the effect told first, once", order)
+	}
+	// A URI refused without routing has no effect.
+	if _, err := m.Call(context.Background(), "call", []byte(`{"uri":"http://example"}`), cc); err == nil {
+		t.Fatal("a call to a non-pln URI went through")
+	}
+	if effects.Load() != 1 || routed.Load() != 1 {
+		t.Errorf("after a refused URI: %d effects, %d routed; want 1 and 1", effects.Load(), routed.Load())
 	}
 }
 

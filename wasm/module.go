@@ -40,6 +40,11 @@ type CallContext struct {
 	Props    map[string]string // the caller's properties from its grant
 	Chain    []string          // "seed/fn" entries so far, outermost first
 	Deadline time.Time         // when the call must end; zero: the seed's timeout alone
+	// Effect, if set, is called once, just before the call first reaches
+	// beyond its instance (its first pln_call). Until then the call has
+	// had no effect anyone else could see, and running it again elsewhere
+	// is safe; from then on it is not.
+	Effect func()
 }
 
 // instance is one instantiated plug-in and what its last call wrote to

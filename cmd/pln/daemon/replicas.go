@@ -352,9 +352,9 @@ func (r *replicas) Call(ctx context.Context, seed, fn string, input []byte, chai
 
 var errNotHere = errors.New("no ready replica of that seed here")
 
-// runLocal runs a call on this node's replica. start, if set, is told the
-// call has been accepted, just before it runs.
-func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn string, input []byte, chain []string, origin oplog.Key, start func()) ([]byte, error) {
+// runLocal runs a call on this node's replica. effect, if set, is told
+// before the call first has an effect beyond the replica.
+func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn string, input []byte, chain []string, origin oplog.Key, effect func()) ([]byte, error) {
 	rep := r.module(s.Name, s.Digest)
 	if rep == nil {
 		return nil, fmt.Errorf("%w: %s", errNotHere, s.Name)
@@ -362,10 +362,7 @@ func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn strin
 	if rep.mod.InFlight() >= rep.concurrency {
 		return nil, fmt.Errorf("%w: %s is at its concurrency limit (%d)", wasm.ErrOverloaded, s.Name, rep.concurrency)
 	}
-	if start != nil {
-		start()
-	}
-	cc := wasm.CallContext{Caller: origin, Chain: chain}
+	cc := wasm.CallContext{Caller: origin, Chain: chain, Effect: effect}
 	if m := r.n.View().Member(origin); m != nil {
 		cc.Props = m.Props
 	}
@@ -380,20 +377,25 @@ func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn strin
 
 // serveCall runs a call a peer routed here, if both the peer and the node
 // the call began at are members: a deny takes effect on calls at once, even
-// before the denied node's links have closed.
-func (r *replicas) serveCall(ctx context.Context, from oplog.Key, req *netx.CallRequest, start func()) ([]byte, error) {
+// before the denied node's links have closed. A call this node cannot take
+// is refused, and the caller tries the next replica.
+func (r *replicas) serveCall(ctx context.Context, from oplog.Key, req *netx.CallRequest, effect func()) ([]byte, error) {
 	v := r.n.View()
 	now := r.n.nowHLC()
 	for _, k := range []oplog.Key{from, req.Origin} {
 		if !v.Active(k, now) {
-			return nil, fmt.Errorf("%s is not a member of this cluster", k.Short())
+			return nil, netx.Refuse(fmt.Errorf("%s is not a member of this cluster", k.Short()))
 		}
 	}
 	s := v.Seeds[req.Seed]
 	if s == nil || s.Tombstone {
-		return nil, fmt.Errorf("no seed named %q here", req.Seed)
+		return nil, netx.Refuse(fmt.Errorf("no seed named %q here", req.Seed))
 	}
-	return r.runLocal(ctx, s, req.Fn, req.Input, req.Chain, req.Origin, start)
+	out, err := r.runLocal(ctx, s, req.Fn, req.Input, req.Chain, req.Origin, effect)
+	if refusedBeforeStart(err) {
+		return nil, netx.Refuse(err)
+	}
+	return out, err
 }
 
 // route is what seeds reach through pln_call.
