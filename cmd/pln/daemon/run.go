@@ -37,6 +37,7 @@ func Run(ctx context.Context, cfg Config, ready func(*Node)) error {
 		return err
 	}
 	defer n.Close()
+	defer paceGC()()
 
 	// We hold the store's lock, so no other node runs here and a socket
 	// file left behind by a crash is safe to replace.
