@@ -153,3 +153,34 @@ func BenchmarkFloorQUICRoundTrip(b *testing.B) {
 	ln.Close()
 	<-done
 }
+
+// BenchmarkFloorQUICRoundTripApart is the same round trip to an echo
+// server in a process of its own: the floor under a remote call between
+// nodes in two processes.
+func BenchmarkFloorQUICRoundTripApart(b *testing.B) {
+	addr := startChild(b, childSpec{Echo: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{rawCert(b, freshKey(b))}, InsecureSkipVerify: true, NextProtos: []string{"echo"},
+	}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, buf := make([]byte, 200), make([]byte, 200)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+}

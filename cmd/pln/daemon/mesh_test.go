@@ -42,18 +42,24 @@ const meshWait = 15 * time.Second
 // meshOptions are the cluster settings of these tests.
 func meshOptions(t testing.TB) DevOptions {
 	return DevOptions{
-		Dir:    t.TempDir(),
-		NoSync: true,
-		Mesh: netx.Config{
-			SyncInterval: 300 * time.Millisecond,
-			DialInterval: 50 * time.Millisecond,
-			BackoffMin:   50 * time.Millisecond,
-			BackoffMax:   500 * time.Millisecond,
-			DialTimeout:  2 * time.Second,
-			IdleTimeout:  5 * time.Second,
-		},
+		Dir:       t.TempDir(),
+		NoSync:    true,
+		Mesh:      testMeshConfig(),
 		Params:    reducers.Params{LoadIntervalMillis: 500},
 		WasmCache: sharedWasmCache,
+	}
+}
+
+// testMeshConfig is the mesh timing of these tests: short intervals, so a
+// test waits milliseconds where a deployment would wait seconds.
+func testMeshConfig() netx.Config {
+	return netx.Config{
+		SyncInterval: 300 * time.Millisecond,
+		DialInterval: 50 * time.Millisecond,
+		BackoffMin:   50 * time.Millisecond,
+		BackoffMax:   500 * time.Millisecond,
+		DialTimeout:  2 * time.Second,
+		IdleTimeout:  5 * time.Second,
 	}
 }
 
@@ -453,13 +459,21 @@ const (
 // rawCert is a self-signed certificate for key, as a node makes.
 func rawCert(t testing.TB, key ed25519.PrivateKey) tls.Certificate {
 	t.Helper()
+	c, err := certFor(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func certFor(key ed25519.PrivateKey) (tls.Certificate, error) {
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Unix(0, 0), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		t.Fatal(err)
+		return tls.Certificate{}, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 // rawDial connects to addr as key with bare quic-go, speaking alpn: a

@@ -16,12 +16,23 @@ import (
 // placed on n0 only (policy name=n0), so a call from n0 is local and one
 // from n1 crosses the mesh. Floors in the same run: the bare Extism plug-in
 // calling echo in process, and one bare QUIC round trip
-// (BenchmarkFloorQUICRoundTrip in mesh_bench_test.go).
+// (BenchmarkFloorQUICRoundTrip in mesh_bench_test.go). The remote calls are
+// measured twice: with both nodes in this process, beside the in-process
+// round trip, and with n0 in a process of its own, beside the round trip to
+// an echo server in one (BenchmarkFloorQUICRoundTripApart).
 
 var benchEchoInput = []byte(`{"bench":"0123456789012345678901234567890123456789"}`)
 
-// echoCluster starts the cluster and waits for the replica on n0.
-func echoCluster(b *testing.B) (local, remote *Node) {
+// Where a benchmark's calls go from.
+const (
+	fromLocal       = iota // n0, to its own replica
+	fromRemote             // n1, to n0 in this process
+	fromRemoteApart        // n1, to n0 in a process of its own
+)
+
+// echoCluster starts the cluster, waits for the replica on n0 and returns
+// the node to call from.
+func echoCluster(b *testing.B, from int) *Node {
 	b.Helper()
 	opts := meshOptions(b)
 	opts.NoFilter = true // bare sockets, as in production
@@ -35,7 +46,18 @@ func echoCluster(b *testing.B) (local, remote *Node) {
 	waitFor(b, 60*time.Second, "hello never became ready on n0", func() bool {
 		return len(ready(ns[1], "hello")) == 1 && ready(ns[1], "hello")[0] == "n0"
 	})
-	return ns[0], ns[1]
+	switch from {
+	case fromLocal:
+		return ns[0]
+	case fromRemote:
+		return ns[1]
+	}
+	moveToChild(b, cl, cl.Nodes()[0])
+	waitFor(b, 60*time.Second, "n1 never reached hello on n0 in its own process", func() bool {
+		_, err := callOn(ns[1], "hello", "echo", "x")
+		return err == nil
+	})
+	return ns[1]
 }
 
 func benchCall(b *testing.B, n *Node) {
@@ -50,19 +72,24 @@ func benchCall(b *testing.B, n *Node) {
 
 // BenchmarkSeedCallLocal is a call through the node to its own replica.
 func BenchmarkSeedCallLocal(b *testing.B) {
-	local, _ := echoCluster(b)
-	benchCall(b, local)
+	benchCall(b, echoCluster(b, fromLocal))
 }
 
 // BenchmarkSeedCallRemote is a call through the node to a replica on a peer.
 func BenchmarkSeedCallRemote(b *testing.B) {
-	_, remote := echoCluster(b)
-	benchCall(b, remote)
+	benchCall(b, echoCluster(b, fromRemote))
+}
+
+// BenchmarkSeedCallRemoteApart is the same with the peer in a process of
+// its own.
+func BenchmarkSeedCallRemoteApart(b *testing.B) {
+	benchCall(b, echoCluster(b, fromRemoteApart))
 }
 
 // BenchmarkFloorExtismEchoInProcess is the floor under a local call: the
 // bare Extism plug-in calling the same function in process.
 func BenchmarkFloorExtismEchoInProcess(b *testing.B) {
+	defer paceGC()() // the collector's pace of a running node, as the calls through one have
 	ctx := context.Background()
 	code, err := os.ReadFile(helloWasm())
 	if err != nil {
@@ -111,11 +138,11 @@ func BenchmarkSeedCallThroughput(b *testing.B) {
 	for _, where := range []string{"local", "remote"} {
 		for _, callers := range []int{1, 4, 16, 64} {
 			b.Run(fmt.Sprintf("%s/callers=%d", where, callers), func(b *testing.B) {
-				local, remote := echoCluster(b)
-				n := local
+				from := fromLocal
 				if where == "remote" {
-					n = remote
+					from = fromRemote
 				}
+				n := echoCluster(b, from)
 				rs := n.replicas.Load()
 				b.ResetTimer()
 				if callers == 1 {
