@@ -376,6 +376,50 @@ func TestRouteKeepsTheRules(t *testing.T) {
 	}
 }
 
+func TestKeepersKeepTheRules(t *testing.T) {
+	t.Parallel()
+	for _, i := range propCases(t, 1500) {
+		g := caseFor(i)
+		v := Fold(g.cl, g.ops, g.now)
+		s := g.scenario()
+		var live []oplog.Key
+		for k := range v.Loads {
+			if whyNotLive(v, k, g.now) == "" {
+				live = append(live, k)
+			}
+		}
+		for _, name := range genSeeds {
+			got := Keepers(v, name, g.now)
+			fail := func(format string, args ...any) {
+				t.Helper()
+				t.Fatalf("keepers of %s: "+format+"\n%s\nview:\n%s", append(append([]any{name}, args...), g, s.renderView(v, g.now))...)
+			}
+			sd := v.Seeds[name]
+			if sd == nil || sd.Tombstone {
+				if len(got) != 0 {
+					fail("%d keepers of a seed that is not published", len(got))
+				}
+				continue
+			}
+			if len(got) != min(ArtifactCopies, len(live)) {
+				fail("%d keepers of %d live nodes; want %d", len(got), len(live), min(ArtifactCopies, len(live)))
+			}
+			// The oracle: every keeper is live, and no live non-keeper
+			// outranks one.
+			for j, k := range got {
+				if !slices.Contains(live, k) || slices.Index(got, k) != j {
+					fail("%s keeps it: not live, or listed twice", s.name(k))
+				}
+				for _, o := range live {
+					if !slices.Contains(got, o) && rendezvous(sd.Digest.String(), o) > rendezvous(sd.Digest.String(), k) {
+						fail("%s keeps it, yet %s ranks higher", s.name(k), s.name(o))
+					}
+				}
+			}
+		}
+	}
+}
+
 // The digest stands for the whole view: two views of different op sets with
 // the same digest must show a user the same thing. Dropping one op from a
 // set either leaves every part of the view alone or changes the digest.

@@ -34,6 +34,7 @@ type replicas struct {
 	mu        sync.Mutex
 	held      map[string]*replica // by seed name
 	preparing map[string]bool
+	fetching  map[oplog.Digest]bool // artifacts being fetched to keep, not run
 	meters    *meters
 
 	wg sync.WaitGroup
@@ -62,7 +63,8 @@ const (
 
 func newReplicas(n *Node, host *wasm.Host, store *cas.Store) *replicas {
 	return &replicas{n: n, host: host, cas: store, log: n.log,
-		held: make(map[string]*replica), preparing: make(map[string]bool), meters: newMeters(time.Now())}
+		held: make(map[string]*replica), preparing: make(map[string]bool), fetching: make(map[oplog.Digest]bool),
+		meters: newMeters(time.Now())}
 }
 
 // run re-evaluates placement every tick until ctx is done, then drains.
@@ -119,6 +121,10 @@ func (r *replicas) place(ctx context.Context) {
 				r.wg.Go(func() { r.drain(name, rep) })
 			}
 		}
+		if !chosen && !r.fetching[s.Digest] && slices.Contains(reducers.Keepers(v, name, now), n.self) && !r.cas.Has(s.Digest) {
+			r.fetching[s.Digest] = true
+			r.wg.Go(func() { r.keep(ctx, v, s) })
+		}
 		r.mu.Unlock()
 	}
 	// Seeds withdrawn, or replaced by a new digest: drain what is held.
@@ -139,20 +145,8 @@ func (r *replicas) prepare(ctx context.Context, v *reducers.View, s *reducers.Se
 		delete(r.preparing, s.Name)
 		r.mu.Unlock()
 	}()
-	if !r.cas.Has(s.Digest) {
-		peers := holders(v, s, r.n.self)
-		if len(peers) == 0 {
-			r.log.Warn("no peer holds the artifact", "seed", s.Name, "digest", s.Digest.Short())
-			return
-		}
-		m := r.n.mesh.Load()
-		if m == nil {
-			return
-		}
-		if err := cas.Fetch(ctx, m, r.cas, s.Digest, peers, maxArtifactBytes, nil); err != nil {
-			r.log.Warn("fetch artifact", "seed", s.Name, "err", err)
-			return
-		}
+	if !r.fetch(ctx, v, s) {
+		return
 	}
 	code, err := r.cas.ReadAll(s.Digest, maxArtifactBytes)
 	if err != nil {
@@ -173,6 +167,41 @@ func (r *replicas) prepare(ctx context.Context, v *reducers.View, s *reducers.Se
 	r.held[s.Name] = &replica{digest: s.Digest, mod: mod, concurrency: limits.Concurrency}
 	r.mu.Unlock()
 	r.claim(s.Name, s.Digest, reducers.ClaimReady)
+}
+
+// keep fetches the artifact of a seed this node keeps a copy of without
+// running it (see reducers.Keepers).
+func (r *replicas) keep(ctx context.Context, v *reducers.View, s *reducers.SeedState) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.fetching, s.Digest)
+		r.mu.Unlock()
+	}()
+	if r.fetch(ctx, v, s) {
+		r.log.Info("keeping a copy of the artifact", "seed", s.Name, "digest", s.Digest.Short())
+	}
+}
+
+// fetch makes sure the content store has s's artifact, from a peer that
+// holds it if need be, and reports whether it has.
+func (r *replicas) fetch(ctx context.Context, v *reducers.View, s *reducers.SeedState) bool {
+	if r.cas.Has(s.Digest) {
+		return true
+	}
+	peers := holders(v, s, r.n.self)
+	if len(peers) == 0 {
+		r.log.Warn("no peer holds the artifact", "seed", s.Name, "digest", s.Digest.Short())
+		return false
+	}
+	m := r.n.mesh.Load()
+	if m == nil {
+		return false
+	}
+	if err := cas.Fetch(ctx, m, r.cas, s.Digest, peers, maxArtifactBytes, nil); err != nil {
+		r.log.Warn("fetch artifact", "seed", s.Name, "err", err)
+		return false
+	}
+	return true
 }
 
 // holders lists the nodes that hold a seed's artifact, nearest first: those

@@ -126,6 +126,50 @@ func TestSeedSurvivesTheDeathOfAReplica(t *testing.T) {
 	replayClean(t, cl)
 }
 
+// A seed's code is kept on a second node even when only one node runs it:
+// here hello is pinned to n0, where it was published, so without the kept
+// copy n0 would be the only node with the code. Once n0 is gone, the
+// artifact can still be published again by its digest and run elsewhere.
+func TestAnArtifactIsKeptBeyondTheNodeThatRunsIt(t *testing.T) {
+	cl := startMesh(t, 3, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	res := seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Policy: map[string]string{"name": "n0"}})
+	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool {
+		rs := ready(ns[1], "hello")
+		return len(rs) == 1 && rs[0] == "n0"
+	})
+	keepers := func() (names []string) {
+		for _, d := range cl.Nodes() {
+			if n := d.Node(); n != nil && d.Name != "n0" && n.replicas.Load() != nil && n.replicas.Load().cas.Has(res.Digest) {
+				names = append(names, d.Name)
+			}
+		}
+		return names
+	}
+	waitFor(t, 30*time.Second, "no node but n0 ever kept the artifact", func() bool { return len(keepers()) > 0 })
+	// n1 may publish once n0 is gone.
+	if _, err := grant(context.Background(), ns[0], GrantRequest{Subject: ns[1].Self().String(), Tier: "publisher", Props: map[string]string{"name": "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "n1 never became a publisher", func() bool {
+		return ns[1].View().Member(ns[1].Self()).Tier == reducers.TierPublisher
+	})
+	if err := cl.Stop(cl.Nodes()[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed(context.Background(), ns[1], SeedRequest{Name: "hello2", Digest: res.Digest.String(), MinReplicas: 1, MaxReplicas: 1}); err != nil {
+		t.Fatalf("seed --digest after the publishing node died: %v", err)
+	}
+	waitFor(t, 30*time.Second, "hello2 never answered from the kept copy", func() bool {
+		out, err := callOn(ns[2], "hello2", "echo", "kept")
+		return err == nil && out == "kept"
+	})
+	// Both survivors keep it now.
+	waitFor(t, 30*time.Second, "the survivors never kept two copies", func() bool { return len(keepers()) == 2 })
+	replayClean(t, cl)
+}
+
 func TestSeedCallsSeedAndSeesItsCaller(t *testing.T) {
 	cl := startMesh(t, 2, meshOptions(t))
 	waitMesh(t, cl)
