@@ -29,6 +29,8 @@ type callState struct {
 	cycle error
 	// reached is set once the call has reached beyond its instance.
 	reached bool
+	// warming is set while the instance runs WarmExport, for no caller.
+	warming bool
 }
 
 // reach tells the call's owner, once, that the call is about to have an
@@ -100,6 +102,8 @@ func (h *Host) call(ctx context.Context, cs *callState, uri string, input []byte
 		return nil, fmt.Errorf("%q: unknown kind %q (want pln://seed/<name>/<fn>)", uri, kind)
 	case h.router == nil:
 		return nil, fmt.Errorf("%q: this host routes no calls", uri)
+	case cs.warming:
+		return nil, fmt.Errorf("%q: %s may not call other seeds: it runs before the instance has a caller", uri, WarmExport)
 	}
 	cc := cs.cc
 	cc.Chain = append(slices.Clip(cs.cc.Chain), cs.m.name+"/"+cs.fn)

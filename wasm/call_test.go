@@ -414,3 +414,60 @@ func cacheFiles(t *testing.T, dir string) []string {
 	}
 	return fs
 }
+
+// A guest that exports pln_warm is warmed on each new instance, before any
+// call, and may not call out while it warms.
+func TestEveryNewInstanceIsWarmedFirst(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	warmed := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for line := range strings.Lines(buf.String()) {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["fn"] == WarmExport && rec["msg"] == "warm" {
+				n++
+			}
+		}
+		return n
+	}
+	release := make(chan struct{})
+	var routed atomic.Int64
+	r := routerFunc(func(ctx context.Context, cc CallContext, uri string, input []byte) ([]byte, error) {
+		routed.Add(1)
+		<-release
+		return []byte("ok"), nil
+	})
+	h := newHost(t, Config{Logger: logger}, r)
+	const n = 4
+	m := load(t, h, "hello", goGuest, Limits{Concurrency: n})
+	if got := warmed(); got != 1 {
+		t.Fatalf("after Load %d instances were warmed; want the one it made", got)
+	}
+	if routed.Load() != 0 {
+		t.Fatal("pln_warm's call out reached the router")
+	}
+	// n calls held inside the router need n instances.
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := m.Call(context.Background(), "call", []byte(`{"uri":"pln://seed/other/fn"}`), CallContext{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for routed.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if got := warmed(); got != n {
+		t.Errorf("%d instances were warmed; want %d, one per instance", got, n)
+	}
+	if _, err := m.Call(context.Background(), WarmExport, nil, CallContext{}); !errors.Is(err, ErrNoFunction) {
+		t.Errorf("calling %s from outside: %v; want ErrNoFunction", WarmExport, err)
+	}
+}

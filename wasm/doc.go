@@ -75,4 +75,7 @@
 //
 // Writes msg (UTF-8, cut at 4 KiB) to the node's log at level 0 debug,
 // 1 info, 2 warn or 3 error, with the keys seed, fn and caller.
+//
+// A guest may export pln_warm (see WarmExport): the host calls it on every
+// new instance before the instance's first call.
 package wasm

@@ -41,7 +41,7 @@ func TestFixturesMatchChecksums(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{goGuest, cGuest, spin, trap, grow, huge} {
+	for _, want := range []string{goGuest, cGuest, spin, trap, grow, huge, cold} {
 		if !strings.Contains(mustRead(t, filepath.Join(dir, "SHA256SUMS")), "  "+want+"\n") {
 			t.Errorf("SHA256SUMS does not list %s", want)
 		}

@@ -95,6 +95,15 @@ func TestTrapDiscardsInstance(t *testing.T) {
 	}
 }
 
+func TestAGuestThatFailsToWarmIsNotLoaded(t *testing.T) {
+	h := newHost(t, Config{}, nil)
+	code, digest := fixture(t, cold)
+	_, err := h.Load(context.Background(), "cold", digest, code, Limits{})
+	if !errors.Is(err, ErrTrap) || !strings.Contains(err.Error(), WarmExport) {
+		t.Fatalf("loading a guest whose %s traps: %v; want ErrTrap naming %s", WarmExport, err, WarmExport)
+	}
+}
+
 func TestMemoryIsCapped(t *testing.T) {
 	h := newHost(t, Config{}, nil)
 	m := load(t, h, "grow", grow, Limits{MemoryBytes: 16 << 20})

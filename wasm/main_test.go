@@ -22,6 +22,7 @@ const (
 	trap    = "hostile/trap.wasm"
 	grow    = "hostile/grow.wasm"
 	huge    = "hostile/huge.wasm"
+	cold    = "hostile/coldwarm.wasm" // pln_warm traps
 )
 
 // cacheDir is one compilation cache for the whole package, so that the Go

@@ -55,7 +55,14 @@ type instance struct {
 }
 
 // lifecycleExports are exports the runtime calls itself, never a caller.
-var lifecycleExports = []string{"_start", "_initialize", "__wasm_call_ctors", "hs_init", "hs_exit"}
+var lifecycleExports = []string{"_start", "_initialize", "__wasm_call_ctors", "hs_init", "hs_exit", WarmExport}
+
+// WarmExport is the export a guest may offer to be warmed: the host calls
+// it once on every new instance, with no input, before the instance takes
+// a call. The guest's runtime starts then (about 2 ms for Go), and the
+// guest may set itself up; no caller waits for either. It may log but not
+// call other seeds, and it fails the instance if it fails.
+const WarmExport = "pln_warm"
 
 func newModule(ctx context.Context, h *Host, c *compiled, name string, l Limits) (*Module, error) {
 	m := &Module{
@@ -91,7 +98,28 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
-	return &instance{p: p, stderr: stderr}, nil
+	inst := &instance{p: p, stderr: stderr}
+	if p.FunctionExists(WarmExport) {
+		if err := m.warm(ctx, inst); err != nil {
+			inst.close()
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+// warm calls the guest's WarmExport on a new instance, within the seed's
+// timeout.
+func (m *Module) warm(ctx context.Context, inst *instance) error {
+	ctx, cancel := context.WithTimeout(ctx, m.limits.Timeout)
+	defer cancel()
+	cs := &callState{m: m, fn: WarmExport, warming: true}
+	rc, _, err := inst.p.CallWithContext(context.WithValue(ctx, callKey{}, cs), WarmExport, nil)
+	if err == nil && rc == 0 {
+		return nil
+	}
+	_, err = m.outcome(ctx, inst, cs, rc, err)
+	return err
 }
 
 func (i *instance) close() { i.p.Close(context.Background()) }

@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
 # Fixture outputs, relative to this folder, and the sums file.
-FIXTURES=(hello.wasm c/greet_c.wasm hostile/spin.wasm hostile/trap.wasm hostile/grow.wasm hostile/huge.wasm)
+FIXTURES=(hello.wasm c/greet_c.wasm hostile/spin.wasm hostile/trap.wasm hostile/grow.wasm hostile/huge.wasm hostile/coldwarm.wasm)
 GO_VERSION=go1.26.8
 
 check=0
@@ -49,7 +49,7 @@ clang --target=wasm32 -O2 -mbulk-memory -nostdlib -Wl,--no-entry \
   -Wl,--export=greet -Wl,--export=echo -o "$out/c/greet_c.wasm" c/greet.c
 
 # The hostile modules.
-for w in spin trap grow huge; do
+for w in spin trap grow huge coldwarm; do
   wat2wasm "hostile/$w.wat" -o "$out/hostile/$w.wasm"
 done
 

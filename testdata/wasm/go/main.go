@@ -101,3 +101,22 @@ func logFn() int32 {
 func crash() int32 {
 	panic("crash requested: " + pdk.InputString())
 }
+
+// warmTables stands for what a guest computes once per instance; pln_warm
+// fills it before the instance takes its first call.
+var warmTables map[string]string
+
+// warm is pln_warm: the host calls it once on each new instance, before
+// any call, so that the Go runtime's start-up and the guest's own set-up
+// are not paid by a caller. It may log, but not call other seeds.
+//
+//go:wasmexport pln_warm
+func warm() int32 {
+	warmTables = map[string]string{"greeting": "hello, "}
+	if _, err := Call("pln://seed/other/fn", nil); err == nil {
+		Log(LevelError, "pln_call worked while warming")
+		return 1
+	}
+	Log(LevelDebug, "warm")
+	return 0
+}
