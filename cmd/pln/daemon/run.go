@@ -174,13 +174,29 @@ func (n *Node) sampleLoad() *reducers.Load {
 	return l
 }
 
+// reportLoadNow appends a load report at once, if this node is running and
+// may report: 'pln seed' does, so that the cluster knows this node holds the
+// artifact before the seed op names it, and placement's first decision
+// counts the copy here.
+func (n *Node) reportLoadNow() {
+	if n.replicas.Load() == nil {
+		return
+	}
+	if m := n.View().Member(n.self); !m.Active(n.nowHLC()) || !m.Tier.Node() {
+		return
+	}
+	if _, err := n.Author(n.sampleLoad()); err != nil {
+		n.log.Warn("load report", "err", err)
+	}
+}
+
 // materially reports whether b differs from a enough to tell the cluster
 // before the next interval: a tenth of CPU or memory, reachable addresses,
-// or a millisecond of network position.
+// the artifacts held, or a millisecond of network position.
 func materially(a, b *reducers.Load) bool {
 	far := func(x, y, scale int64) bool { return scale > 0 && abs(x-y)*10 > scale }
 	return far(a.CPUUsedMilli, b.CPUUsedMilli, a.CPUMilli) || far(a.MemUsedBytes, b.MemUsedBytes, a.MemBytes) ||
-		!slices.Equal(a.Addrs, b.Addrs) || a.InFlight != b.InFlight ||
+		!slices.Equal(a.Addrs, b.Addrs) || !slices.Equal(a.Cached, b.Cached) || a.InFlight != b.InFlight ||
 		abs(a.Coord.X-b.Coord.X)+abs(a.Coord.Y-b.Coord.Y)+abs(a.Coord.H-b.Coord.H) > 1000
 }
 

@@ -96,6 +96,9 @@ func seed(_ context.Context, n *Node, r SeedRequest) (*SeedResult, error) {
 	if s.Concurrency == 0 {
 		s.Concurrency = DefaultConcurrency
 	}
+	if r.File != "" {
+		n.reportLoadNow()
+	}
 	op, err := n.Author(s)
 	if err != nil {
 		return nil, err

@@ -62,6 +62,24 @@ func TestSeedOnOneNodeCallFromAnother(t *testing.T) {
 	if res.Size == 0 || res.Digest.IsZero() {
 		t.Fatalf("seed result %+v", res)
 	}
+	// The publisher said it holds the artifact before the seed op named it,
+	// so placement's first decision counts that copy.
+	var cachedAt, seededAt oplog.HLC
+	for _, op := range logOf(t, ns[0]) {
+		switch b, _ := reducers.DecodeBody(op); b := b.(type) {
+		case *reducers.Load:
+			if b.Node == ns[0].Self() && slices.Contains(b.Cached, res.Digest) && cachedAt == 0 {
+				cachedAt = op.HLC
+			}
+		case *reducers.Seed:
+			if b.Name == "hello" {
+				seededAt = op.HLC
+			}
+		}
+	}
+	if cachedAt == 0 || seededAt == 0 || cachedAt > seededAt {
+		t.Errorf("n0's load listing the artifact is at %v, the seed op at %v; want the load first", cachedAt, seededAt)
+	}
 	// Default: two replicas, placed and ready somewhere.
 	waitFor(t, 30*time.Second, "hello never had two ready replicas", func() bool { return len(ready(ns[2], "hello")) == 2 })
 	out, err := callOn(ns[2], "hello", "greet", `{"name":"world"}`)
