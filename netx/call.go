@@ -303,7 +303,10 @@ func (p *peer) callOn(ctx context.Context, cs *callStream, dl time.Time, req *Ca
 			return nil, p.lost(ctx, started, err)
 		}
 		rep, err := decodeCallReply(raw)
-		if err != nil || (started && rep.Started) {
+		if err == nil && started && rep.Started {
+			err = errors.New("Started twice")
+		}
+		if err != nil {
 			cs.abandon()
 			if started {
 				return nil, fmt.Errorf("garbled reply from %s: %v", p.key.Short(), err)

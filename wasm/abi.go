@@ -31,6 +31,8 @@ type callState struct {
 	reached bool
 	// warming is set while the instance runs WarmExport, for no caller.
 	warming bool
+	// turn is set while the call holds a turn to run guest code.
+	turn bool
 }
 
 // reach tells the call's owner, once, that the call is about to have an
@@ -115,7 +117,18 @@ func (h *Host) call(ctx context.Context, cs *callState, uri string, input []byte
 			uri, ErrCycle, len(cc.Chain), h.cfg.MaxDepth, chainText(cc.Chain))
 	} else {
 		cs.reach()
+		// Waiting for the callee is no use of a turn: let another call run.
+		held := cs.turn
+		if held {
+			cs.m.giveTurn()
+			cs.turn = false
+		}
 		out, err = h.router.Call(ctx, cc, uri, input)
+		if held {
+			if cs.turn = cs.m.takeTurn(ctx); !cs.turn && err == nil {
+				err = ctx.Err() // the call is over; the guest is stopped before it runs on
+			}
+		}
 	}
 	if errors.Is(err, ErrCycle) {
 		cs.cycle = err

@@ -471,3 +471,113 @@ func TestEveryNewInstanceIsWarmedFirst(t *testing.T) {
 		t.Errorf("calling %s from outside: %v; want ErrNoFunction", WarmExport, err)
 	}
 }
+
+// Runners bounds the calls running guest code at once; the others wait
+// their turn, and a call waiting on a pln_call gives its turn up.
+func TestRunnersTakeTurns(t *testing.T) {
+	release := make(chan struct{})
+	var routed atomic.Int64
+	r := routerFunc(func(ctx context.Context, cc CallContext, uri string, input []byte) ([]byte, error) {
+		routed.Add(1)
+		<-release
+		return []byte("pong"), nil
+	})
+	h := newHost(t, Config{Runners: 1}, r)
+	m := load(t, h, "hello", goGuest, Limits{Concurrency: 4})
+	ctx := context.Background()
+
+	// A call blocked in pln_call holds no turn: another call runs.
+	outc := make(chan error, 1)
+	go func() {
+		_, err := m.Call(ctx, "call", []byte(`{"uri":"pln://seed/other/fn"}`), CallContext{})
+		outc <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for routed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if out, err := m.Call(ctx, "echo", []byte("meanwhile"), CallContext{}); err != nil || string(out) != "meanwhile" {
+		t.Errorf("a call while the only runner's call waits on pln_call: %q, %v", out, err)
+	}
+	close(release)
+	if err := <-outc; err != nil {
+		t.Errorf("the call that waited on pln_call: %v", err)
+	}
+
+	// A call waits while another runs guest code, and runs once it ends.
+	s := load(t, h, "spin", spin, Limits{Timeout: 300 * time.Millisecond, Concurrency: 2})
+	other := load(t, h, "trap", trap, Limits{})
+	var order []string
+	var mu sync.Mutex
+	done := func(what string) {
+		mu.Lock()
+		order = append(order, what)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := s.Call(ctx, "run", nil, CallContext{}); !errors.Is(err, ErrTimeout) {
+			t.Errorf("spin: %v", err)
+		}
+		done("spin")
+	})
+	for len(h.turns) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	wg.Go(func() {
+		if _, err := other.Call(ctx, "ok", nil, CallContext{}); err != nil {
+			t.Errorf("ok: %v", err)
+		}
+		done("ok")
+	})
+	wg.Wait()
+	if fmt.Sprint(order) != "[spin ok]" {
+		t.Errorf("with one runner the calls ended %v; want the spinning call first", order)
+	}
+	// A call that cannot get a turn before its deadline times out.
+	wg.Go(func() { s.Call(ctx, "run", nil, CallContext{}) })
+	for len(h.turns) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, err := other.Call(ctx, "ok", nil, CallContext{Deadline: time.Now().Add(20 * time.Millisecond)})
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("a call that never got a turn: %v; want ErrTimeout", err)
+	}
+	wg.Wait()
+}
+
+// No one seed may hold every runner: one that keeps its whole share busy
+// leaves the others room.
+func TestASeedCannotTakeEveryRunner(t *testing.T) {
+	h := newHost(t, Config{Runners: 4}, nil)
+	share := h.cfg.share()
+	if share != 3 {
+		t.Fatalf("with 4 runners a seed's share is %d; want 3", share)
+	}
+	s := load(t, h, "spin", spin, Limits{Timeout: time.Second, Concurrency: 8})
+	ok := load(t, h, "trap", trap, Limits{})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var spun atomic.Int64
+	for range share + 2 { // two more than its share: they wait
+		wg.Go(func() {
+			s.Call(ctx, "run", nil, CallContext{})
+			spun.Add(1)
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.turns) < share && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := len(h.turns); n != share {
+		t.Errorf("the spinning seed holds %d runners; want its share, %d", n, share)
+	}
+	// Another seed still runs, while every spinning call is still spinning.
+	if _, err := ok.Call(ctx, "ok", nil, CallContext{}); err != nil {
+		t.Errorf("another seed beside a seed using its whole share: %v", err)
+	}
+	if n := spun.Load(); n != 0 {
+		t.Errorf("%d spinning calls had ended before the other seed's call ran", n)
+	}
+	wg.Wait()
+}

@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"log/slog"
+	"runtime"
 	"time"
 )
 
@@ -25,10 +26,20 @@ type Config struct {
 	// Logger receives pln_log lines (keys seed, fn, caller) and the host's
 	// own warnings. Default slog.Default().
 	Logger *slog.Logger
+	// Runners is how many calls run guest code at once, over every seed;
+	// the others wait their turn, holding no instance. A call waiting on a
+	// pln_call gives its turn up meanwhile, and no one seed may hold more
+	// than three quarters of the turns, so a seed that hogs the CPU leaves
+	// the others room. Default 4 × GOMAXPROCS: enough to keep every core
+	// busy, few enough that the node's own work (its heartbeat, the mesh)
+	// is not queued behind dozens of guests.
+	Runners int
 }
 
 // Config defaults.
 const (
+	// A seed's share of the runners: all but a quarter of them.
+	runnerShareDiv        = 4
 	DefaultMaxDepth       = 8
 	DefaultMaxInputBytes  = 4 << 20
 	DefaultMaxOutputBytes = 4 << 20
@@ -57,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.Runners <= 0 {
+		c.Runners = 4 * runtime.GOMAXPROCS(0)
 	}
 	return c
 }

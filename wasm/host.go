@@ -24,6 +24,7 @@ type Host struct {
 	log    *slog.Logger
 	cache  wazero.CompilationCache
 	funcs  []extism.HostFunction
+	turns  chan struct{} // a token for each call running guest code (Config.Runners)
 
 	mu       sync.Mutex
 	closed   bool
@@ -82,6 +83,7 @@ func New(ctx context.Context, cfg Config, r Router) (*Host, error) {
 		compiled: make(map[compiledKey]*compiled),
 		failed:   make(map[compiledKey]failure),
 		modules:  make(map[*Module]struct{}),
+		turns:    make(chan struct{}, cfg.Runners),
 	}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -264,3 +266,21 @@ func (h *Host) Close(ctx context.Context) error {
 	errs = append(errs, h.cache.Close(ctx))
 	return errors.Join(errs...)
 }
+
+// take waits for a token of sem, or for ctx to end.
+func take(ctx context.Context, sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// share is how many of the host's runners one seed may hold.
+func (c Config) share() int { return max(1, c.Runners-c.Runners/runnerShareDiv) }

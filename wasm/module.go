@@ -27,6 +27,7 @@ type Module struct {
 	funcs  map[string]bool // the exports a caller may call
 
 	slots chan struct{}  // one token per running call
+	turns chan struct{}  // one token per call running guest code: the seed's share of the runners
 	idle  chan *instance // instances parked between calls
 
 	mu     sync.Mutex
@@ -68,6 +69,7 @@ func newModule(ctx context.Context, h *Host, c *compiled, name string, l Limits)
 	m := &Module{
 		h: h, c: c, name: name, limits: l,
 		slots: make(chan struct{}, l.Concurrency),
+		turns: make(chan struct{}, h.cfg.share()),
 		idle:  make(chan *instance, l.Concurrency),
 	}
 	inst, err := m.newInstance(ctx)
@@ -174,6 +176,16 @@ func (m *Module) Call(ctx context.Context, fn string, input []byte, cc CallConte
 	if ctx.Err() != nil { // out of time before it began: spare the instances
 		return nil, m.failure(ctx, fn, ctx.Err())
 	}
+	cs := &callState{m: m, fn: fn, cc: cc}
+	if !m.takeTurn(ctx) {
+		return nil, m.failure(ctx, fn, ctx.Err())
+	}
+	cs.turn = true
+	defer func() {
+		if cs.turn {
+			m.giveTurn()
+		}
+	}()
 
 	var inst *instance
 	select {
@@ -184,7 +196,6 @@ func (m *Module) Call(ctx context.Context, fn string, input []byte, cc CallConte
 			return nil, m.failure(ctx, fn, err)
 		}
 	}
-	cs := &callState{m: m, fn: fn, cc: cc}
 	inst.stderr.reset()
 	rc, out, err := inst.p.CallWithContext(context.WithValue(ctx, callKey{}, cs), fn, input)
 	keep := true
@@ -243,6 +254,24 @@ func (m *Module) failure(ctx context.Context, fn string, err error) error {
 		return fmt.Errorf("seed %s: %s: the caller gave up: %w", m.name, fn, context.Canceled)
 	}
 	return fmt.Errorf("seed %s: %s: %w", m.name, fn, err)
+}
+
+// takeTurn waits for a turn to run guest code: one of the seed's share of
+// the runners and then one of the host's, or for ctx to end.
+func (m *Module) takeTurn(ctx context.Context) bool {
+	if !take(ctx, m.turns) {
+		return false
+	}
+	if !take(ctx, m.h.turns) {
+		<-m.turns
+		return false
+	}
+	return true
+}
+
+func (m *Module) giveTurn() {
+	<-m.h.turns
+	<-m.turns
 }
 
 // park returns a healthy instance to the pool, or closes it if the module

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,6 +188,51 @@ func TestAnArtifactIsKeptBeyondTheNodeThatRunsIt(t *testing.T) {
 	// Both survivors keep it now.
 	waitFor(t, 30*time.Second, "the survivors never kept two copies", func() bool { return len(keepers()) == 2 })
 	replayClean(t, cl)
+}
+
+// A node whose every core runs guest code still sends its heartbeat, so it
+// stays live: 64 callers on the node itself call its replica as fast as
+// they can, which also keeps its collector busy.
+func TestANodeBusyWithGuestCodeStaysLive(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Concurrency: 128, Policy: map[string]string{"name": "n0"}})
+	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	stop := make(chan struct{})
+	var calls atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := ns[0].replicas.Load().Call(context.Background(), "hello", "echo", []byte("x"), nil, ns[0].Self()); err == nil {
+					calls.Add(1)
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(stop)
+	end := time.Now().Add(3 * time.Second)
+	var worst time.Duration
+	for time.Now().Before(end) {
+		for _, n := range ns {
+			v := n.View()
+			if l := v.Loads[ns[0].Self()]; l != nil {
+				worst = max(worst, time.Duration(n.nowHLC().Wall()-l.HLC.Wall())*time.Millisecond)
+			}
+			if !v.Live(ns[0].Self(), n.nowHLC()) {
+				t.Fatalf("n0, busy with %d calls so far, is not live in %s's view", calls.Load(), nameOf(v, n.Self()))
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d calls in 3 s; n0's load report was at most %v old", calls.Load(), worst)
 }
 
 func TestSeedCallsSeedAndSeesItsCaller(t *testing.T) {
