@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -45,50 +44,21 @@ const (
 
 // CallRequest is a call of fn on a seed's replica.
 type CallRequest struct {
-	Seed       string    `cbor:"1,keyasint"`
-	Fn         string    `cbor:"2,keyasint"`
-	Input      []byte    `cbor:"3,keyasint,omitempty"`
-	TimeLeftMs int64     `cbor:"4,keyasint"`           // milliseconds left when sent
-	Chain      []string  `cbor:"5,keyasint,omitempty"` // "seed/fn" of the calls that led here, outermost first
-	Origin     oplog.Key `cbor:"6,keyasint"`           // the node where the call chain began
+	Seed       string
+	Fn         string
+	Input      []byte
+	TimeLeftMs int64     // milliseconds left when sent
+	Chain      []string  // "seed/fn" of the calls that led here, outermost first
+	Origin     oplog.Key // the node where the call chain began
 }
 
 // callReply is one of the replica's replies to a call: the interim Started,
 // or a final one, which is Refused or else the result.
 type callReply struct {
-	Started bool   `cbor:"1,keyasint,omitempty"` // interim: the call may have had effects
-	Refused string `cbor:"2,keyasint,omitempty"` // final: why the replica did not run it
-	Output  []byte `cbor:"3,keyasint,omitempty"`
-	Error   string `cbor:"4,keyasint,omitempty"` // final: the seed failed
-}
-
-// decodeCallRequest reads a request from a peer.
-func decodeCallRequest(raw []byte) (*CallRequest, error) {
-	var req CallRequest
-	if err := oplog.Unmarshal(raw, &req); err != nil {
-		return nil, err
-	}
-	switch {
-	case len(req.Chain) > maxCallChain:
-		return nil, fmt.Errorf("call chain of %d, limit %d", len(req.Chain), maxCallChain)
-	case len(req.Input) > maxCallInput:
-		return nil, fmt.Errorf("input of %d bytes, limit %d", len(req.Input), maxCallInput)
-	case req.TimeLeftMs <= 0:
-		return nil, errors.New("no time left")
-	}
-	return &req, nil
-}
-
-// decodeCallReply reads a reply from a replica.
-func decodeCallReply(raw []byte) (*callReply, error) {
-	var rep callReply
-	if err := oplog.Unmarshal(raw, &rep); err != nil {
-		return nil, err
-	}
-	if rep.Started && (rep.Refused != "" || rep.Output != nil || rep.Error != "") {
-		return nil, errors.New("a Started reply with a result in it")
-	}
-	return &rep, nil
+	Started bool   // interim: the call may have had effects
+	Refused string // final: why the replica did not run it
+	Output  []byte
+	Error   string // final: the seed failed
 }
 
 // ErrNotStarted is wrapped by errors from a call that had no effect on the
@@ -161,11 +131,7 @@ func serveCall(s *quic.Stream, from oplog.Key, raw []byte, h CallHandler) error 
 const callBufBytes = 4096
 
 func writeReply(w io.Writer, rep callReply) error {
-	b, err := oplog.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(appendFrame(nil, b))
+	_, err := w.Write(appendCallReplyFrame(make([]byte, 0, 16+len(rep.Refused)+len(rep.Error)+len(rep.Output)), rep))
 	return err
 }
 
@@ -173,6 +139,7 @@ func writeReply(w io.Writer, rep callReply) error {
 type callStream struct {
 	s    *quic.Stream
 	r    *bufio.Reader
+	buf  []byte // the last request sent, reused for the next
 	used time.Time
 }
 
@@ -212,7 +179,6 @@ func (m *Mesh) takeCallStream(ctx context.Context, p *peer) (cs *callStream, reu
 
 // putCallStream keeps a stream whose last call ended cleanly.
 func (p *peer) putCallStream(cs *callStream) {
-	cs.s.SetDeadline(time.Time{})
 	cs.used = time.Now()
 	p.mu.Lock()
 	if !p.closed && len(p.calls) < maxIdleCallStreams {
@@ -282,16 +248,12 @@ func (p *peer) callOn(ctx context.Context, cs *callStream, dl time.Time, req *Ca
 		cs.close()
 		return nil, context.DeadlineExceeded
 	}
-	body, err := oplog.Marshal(req)
-	if err != nil {
-		cs.close()
-		return nil, err
-	}
-	cs.s.SetDeadline(dl)
-	// A caller that gives up resets the stream, which stops the call there.
+	cs.buf = appendCallRequestFrame(cs.buf[:0], req)
+	// A caller that gives up, or whose deadline passes, resets the stream,
+	// which ends the read below and stops the call there.
 	stop := context.AfterFunc(ctx, cs.abandon)
 	defer stop()
-	if _, err := cs.s.Write(appendFrame(nil, body)); err != nil {
+	if _, err := cs.s.Write(cs.buf); err != nil {
 		cs.abandon()
 		return nil, p.lost(ctx, false, err)
 	}
@@ -341,8 +303,6 @@ func (p *peer) lost(ctx context.Context, started bool, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("call to %s: %w", p.key.Short(), context.Cause(ctx))
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("call to %s: %w", p.key.Short(), context.DeadlineExceeded)
 	case started:
 		return fmt.Errorf("the call started on %s but its answer was lost: %w", p.key.Short(), err)
 	case p.conn.Context().Err() == nil:

@@ -202,7 +202,7 @@ func TestAMalformedCallIsRefused(t *testing.T) {
 	defer s.CancelRead(0)
 	defer s.Close()
 	r := bufio.NewReader(s)
-	good, _ := oplog.Marshal(CallRequest{Seed: "s", Fn: "echo", Input: []byte("ok"), TimeLeftMs: 5000})
+	good := appendCallRequest(nil, &CallRequest{Seed: "s", Fn: "echo", Input: []byte("ok"), TimeLeftMs: 5000})
 	msg := append([]byte{StreamCall}, appendFrame(nil, []byte{0xff})...)
 	msg = appendFrame(msg, good)
 	s.SetDeadline(time.Now().Add(5 * time.Second))

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -170,25 +171,24 @@ func fuzzSeeds(tb testing.TB) map[string]map[string][]byte {
 		"bad-overlong":      overlong,
 		"bad-cut":           frame(bytes.Repeat([]byte{7}, 300))[:100],
 	}
-	cbor := func(v any) []byte {
-		b, err := oplog.Marshal(v)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return b
-	}
+	req := func(r CallRequest) []byte { return appendCallRequest(nil, &r) }
+	goodReq := req(CallRequest{Seed: "hello", Fn: "greet", Input: []byte(`{"name":"x"}`), TimeLeftMs: 1000, Chain: []string{"a/b"}, Origin: oplog.KeyOf(fuzzMember)})
 	callSeeds := map[string][]byte{
-		"valid-request":       cbor(CallRequest{Seed: "hello", Fn: "greet", Input: []byte(`{"name":"x"}`), TimeLeftMs: 1000, Chain: []string{"a/b"}, Origin: oplog.KeyOf(fuzzMember)}),
-		"valid-started":       cbor(callReply{Started: true}),
-		"valid-output":        cbor(callReply{Output: []byte("hi")}),
-		"valid-refused":       cbor(callReply{Refused: "busy"}),
-		"valid-error":         cbor(callReply{Error: "trap"}),
-		"bad-no-time":         cbor(CallRequest{Seed: "hello", Fn: "greet"}),
-		"bad-long-chain":      cbor(CallRequest{Seed: "s", Fn: "f", TimeLeftMs: 1, Chain: make([]string, maxCallChain+1)}),
-		"bad-started-result":  cbor(callReply{Started: true, Output: []byte("x")}),
-		"bad-not-cbor":        {0xff, 0xfe},
-		"bad-unknown-field":   {0xa1, 0x09, 0x01},
-		"bad-origin-too-long": cbor(map[int]any{1: "s", 2: "f", 4: 5, 6: make([]byte, 40)}),
+		"valid-request":       goodReq,
+		"valid-started":       {replyStarted},
+		"valid-output":        append([]byte{replyOutput}, "hi"...),
+		"valid-empty-output":  {replyOutput},
+		"valid-refused":       append([]byte{replyRefused}, "busy"...),
+		"valid-error":         append([]byte{replyError}, "trap"...),
+		"bad-no-time":         req(CallRequest{Seed: "hello", Fn: "greet"}),
+		"bad-long-chain":      req(CallRequest{Seed: "s", Fn: "f", TimeLeftMs: 1, Chain: make([]string, maxCallChain+1)}),
+		"bad-cut":             goodReq[:len(goodReq)/2],
+		"bad-huge-name":       binary.AppendUvarint(nil, 1<<40),
+		"bad-started-more":    {replyStarted, 1},
+		"bad-refused-no-why":  {replyRefused},
+		"bad-unknown-kind":    {9, 1, 2},
+		"bad-empty":           {},
+		"bad-overlong-varint": bytes.Repeat([]byte{0xff}, 11),
 	}
 	return map[string]map[string][]byte{
 		"FuzzCallFrames":  callSeeds,
@@ -410,12 +410,20 @@ func FuzzCallFrames(f *testing.F) {
 			if req.TimeLeftMs <= 0 || len(req.Chain) > maxCallChain || len(req.Input) > maxCallInput {
 				t.Fatalf("accepted a request with %d ms left, a chain of %d and %d bytes in", req.TimeLeftMs, len(req.Chain), len(req.Input))
 			}
+			// What decodes encodes back to itself.
+			again, err := decodeCallRequest(appendCallRequest(nil, req))
+			if err != nil || !reflect.DeepEqual(again, req) {
+				t.Fatalf("request %+v came back as %+v, %v", req, again, err)
+			}
 		} else if req != nil {
 			t.Fatal("a request returned with an error")
 		}
 		if rep, err := decodeCallReply(data); err == nil {
 			if rep.Started && (rep.Refused != "" || rep.Error != "" || rep.Output != nil) {
 				t.Fatalf("accepted a Started reply with a result: %+v", rep)
+			}
+			if !bytes.Equal(appendCallReply(nil, *rep), data) {
+				t.Fatalf("reply %x decoded to %+v, which encodes otherwise", data, rep)
 			}
 		} else if rep != nil {
 			t.Fatal("a reply returned with an error")

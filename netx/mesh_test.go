@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/reducers"
@@ -70,6 +73,7 @@ type fakeHost struct {
 	cluster oplog.ClusterID
 	mesh    atomic.Pointer[Mesh]
 	calls   CallHandler // serves calls, if set
+	echo    bool        // serves streamEcho (benchmarks)
 
 	mu  sync.Mutex
 	ops map[oplog.ID]*oplog.Op
@@ -221,7 +225,7 @@ type testNode struct {
 }
 
 // startNode runs a mesh as key over host until the test ends.
-func startNode(t *testing.T, key ed25519.PrivateKey, host *fakeHost, bootstrap ...string) *testNode {
+func startNode(t testing.TB, key ed25519.PrivateKey, host *fakeHost, bootstrap ...string) *testNode {
 	t.Helper()
 	logs := &logCounter{counts: map[string]int{}}
 	m, err := New(Config{
@@ -236,6 +240,12 @@ func startNode(t *testing.T, key ed25519.PrivateKey, host *fakeHost, bootstrap .
 	host.mesh.Store(m)
 	if host.calls != nil {
 		m.HandleCalls(host.calls)
+	}
+	if host.echo {
+		m.Handle(streamEcho, func(_ context.Context, _ oplog.Key, s *quic.Stream) {
+			io.Copy(s, s)
+			s.Close()
+		})
 	}
 	m.AddBootstrap(bootstrap...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -279,7 +289,7 @@ func (l *logCounter) count(msg string) int {
 }
 
 // eventually fails the test unless cond holds within a few seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -292,7 +302,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // noLeaks fails the test if goroutines started during it outlive it. It
 // must be called first, so that its check runs after every other cleanup.
-func noLeaks(t *testing.T) {
+func noLeaks(t testing.TB) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(10 * time.Second)
@@ -315,8 +325,9 @@ func noLeaks(t *testing.T) {
 }
 
 // twoMembers is a cluster with members a and b, each knowing the other's
-// grant, and b dialling a. a serves calls with calls, if given.
-func twoMembers(t *testing.T, calls ...CallHandler) (*testCluster, *testNode, *testNode) {
+// grant, and b dialling a. a serves calls with calls, if given, and
+// echoes streamEcho streams.
+func twoMembers(t testing.TB, calls ...CallHandler) (*testCluster, *testNode, *testNode) {
 	t.Helper()
 	c := newTestCluster(t)
 	ka, kb := newKey(t), newKey(t)
@@ -329,6 +340,7 @@ func twoMembers(t *testing.T, calls ...CallHandler) (*testCluster, *testNode, *t
 	if len(calls) > 0 {
 		ha.calls = calls[0]
 	}
+	ha.echo = true
 	a := startNode(t, ka, ha)
 	b := startNode(t, kb, newFakeHost(c.id, ops...), a.addr())
 	eventually(t, "a and b did not link", func() bool { return a.mesh.Connected(b.self()) && b.mesh.Connected(a.self()) })
@@ -475,3 +487,6 @@ func TestMeshSyncSessionsFreeTheirStreams(t *testing.T) {
 		}
 	}
 }
+
+// streamEcho is a stream type only tests serve: it echoes what it reads.
+const streamEcho byte = 0xEE
