@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -15,15 +18,37 @@ import (
 	"github.com/pln-mesh/pln/netx"
 	"github.com/pln-mesh/pln/oplog"
 	"github.com/pln-mesh/pln/reducers"
+	"github.com/pln-mesh/pln/wasm"
 )
 
 // The seeds tests run the committed Go guest (testdata/wasm/go) on real
 // nodes over loopback.
 
+// helloWasm returns the Go guest's path, once it is compiled into the
+// shared cache: a cold compile takes many seconds under -race on a busy
+// machine, and no test's deadline should have to cover it.
 func helloWasm() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "wasm", "hello.wasm")
+	path := filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "wasm", "hello.wasm")
+	helloCompiled.Do(func() {
+		code, err := os.ReadFile(path)
+		if err != nil {
+			panic(err)
+		}
+		ctx := context.Background()
+		h, err := wasm.New(ctx, wasm.Config{CacheDir: sharedWasmCache, Logger: slog.New(slog.DiscardHandler)}, nil)
+		if err != nil {
+			panic(err)
+		}
+		defer h.Close(ctx)
+		if _, err := h.Load(ctx, "hello", sha256.Sum256(code), code, wasm.Limits{}); err != nil {
+			panic(err)
+		}
+	})
+	return path
 }
+
+var helloCompiled sync.Once
 
 // seedHello publishes the Go guest from n as "hello".
 func seedHello(t *testing.T, n *Node, r SeedRequest) *SeedResult {
