@@ -21,10 +21,11 @@ import (
 // most one interim reply, Started, and then one final reply: Refused (it
 // did not run the call: it does not hold the seed, or it is saturated), or
 // the result. Started means the call may have had an effect beyond the
-// replica (it called out, with pln_call); the replica sends it before the
-// first such effect. A call with no Started reply has left nothing behind
-// whatever became of it, so the caller may try another replica if the
-// stream fails; a call that has started is never tried again.
+// replica (it called out, with pln_call): before the first such effect the
+// replica sends it, and waits until the caller acknowledges it. So a call
+// whose caller never saw Started has left nothing behind, whatever became
+// of it, and the caller may try another replica if the stream fails; a
+// call that has started is never tried again.
 //
 // Deadlines travel as milliseconds left, never as wall times: the two
 // clocks need not agree. A caller that gives up on a call resets its
@@ -78,10 +79,11 @@ func (r refusal) Unwrap() []error { return []error{ErrNotStarted, r.err} }
 var ErrRemote = errors.New("seed failed")
 
 // CallHandler runs a call a peer sent. It refuses the call, without having
-// run it, by returning an error made with Refuse. started must be
-// called before the call first has an effect outside this node; ctx ends
-// when the caller gives up.
-type CallHandler func(ctx context.Context, from oplog.Key, req *CallRequest, started func()) ([]byte, error)
+// run it, by returning an error made with Refuse. started must be called,
+// and must have returned nil, before the call first has an effect beyond
+// this node: it tells the caller, and returns once the caller knows. ctx
+// ends when the caller gives up.
+type CallHandler func(ctx context.Context, from oplog.Key, req *CallRequest, started func() error) ([]byte, error)
 
 // HandleCalls serves the call protocol with h.
 func (m *Mesh) HandleCalls(h CallHandler) {
@@ -95,7 +97,7 @@ func (m *Mesh) HandleCalls(h CallHandler) {
 			if err != nil {
 				return // the caller closed the stream, or it broke
 			}
-			if err := serveCall(s, from, raw, h); err != nil {
+			if err := serveCall(s, r, from, raw, h); err != nil {
 				return
 			}
 		}
@@ -104,7 +106,7 @@ func (m *Mesh) HandleCalls(h CallHandler) {
 
 // serveCall runs one call and sends its replies. An error means the stream
 // can carry no more.
-func serveCall(s *quic.Stream, from oplog.Key, raw []byte, h CallHandler) error {
+func serveCall(s *quic.Stream, r *bufio.Reader, from oplog.Key, raw []byte, h CallHandler) error {
 	req, err := decodeCallRequest(raw)
 	if err != nil {
 		return writeReply(s, callReply{Refused: "malformed call: " + err.Error()})
@@ -113,11 +115,15 @@ func serveCall(s *quic.Stream, from oplog.Key, raw []byte, h CallHandler) error 
 	// up) or the link goes.
 	ctx, cancel := context.WithTimeout(s.Context(), time.Duration(req.TimeLeftMs)*time.Millisecond)
 	defer cancel()
-	var werr error
-	out, err := h(ctx, from, req, func() { werr = writeReply(s, callReply{Started: true}) })
+	var serr error // the stream broke while telling the caller the call started
+	started := func() error {
+		serr = tellStarted(ctx, s, r)
+		return serr
+	}
+	out, err := h(ctx, from, req, started)
 	switch {
-	case werr != nil:
-		return werr
+	case serr != nil:
+		return serr
 	case errors.Is(err, ErrNotStarted):
 		return writeReply(s, callReply{Refused: err.Error()})
 	case err != nil:
@@ -125,6 +131,31 @@ func serveCall(s *quic.Stream, from oplog.Key, raw []byte, h CallHandler) error 
 	}
 	return writeReply(s, callReply{Output: out})
 }
+
+// tellStarted sends Started and waits for the caller to acknowledge it:
+// only once the caller knows the call has started may it have an effect,
+// or a replica that died in between would leave the caller free to run it
+// again elsewhere.
+func tellStarted(ctx context.Context, s *quic.Stream, r *bufio.Reader) error {
+	if err := writeReply(s, callReply{Started: true}); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetReadDeadline(dl)
+		defer s.SetReadDeadline(time.Time{})
+	}
+	raw, err := readFrame(r, 1)
+	switch {
+	case err != nil:
+		return fmt.Errorf("the caller did not acknowledge that the call started: %w", err)
+	case len(raw) != 1 || raw[0] != ackStarted:
+		return errors.New("the caller answered Started with something else")
+	}
+	return nil
+}
+
+// ackStarted is the caller's one-byte frame acknowledging Started.
+const ackStarted byte = 1
 
 // callBufBytes sizes a call stream's read buffer: most requests and
 // replies fit, and larger ones are read straight through.
@@ -277,6 +308,10 @@ func (p *peer) callOn(ctx context.Context, cs *callStream, dl time.Time, req *Ca
 		}
 		if rep.Started {
 			started = true
+			if _, err := cs.s.Write([]byte{1, ackStarted}); err != nil {
+				cs.abandon()
+				return nil, p.lost(ctx, started, err)
+			}
 			continue
 		}
 		if !stop() { // the context ended as the reply came: the stream is reset

@@ -19,7 +19,7 @@ import (
 // echoCalls answers a call with its input, or does what the function's
 // name says.
 func echoCalls(ran *atomic.Int64, inCall chan<- struct{}) CallHandler {
-	return func(ctx context.Context, from oplog.Key, req *CallRequest, started func()) ([]byte, error) {
+	return func(ctx context.Context, from oplog.Key, req *CallRequest, started func() error) ([]byte, error) {
 		switch req.Fn {
 		case "refuse":
 			return nil, Refuse(errors.New("no replica of that seed here"))
@@ -29,7 +29,9 @@ func echoCalls(ran *atomic.Int64, inCall chan<- struct{}) CallHandler {
 		case "block", "effect-then-block":
 			ran.Add(1)
 			if req.Fn == "effect-then-block" {
-				started()
+				if err := started(); err != nil {
+					return nil, err
+				}
 			}
 			inCall <- struct{}{}
 			<-ctx.Done()
@@ -232,4 +234,44 @@ func fmtErr(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+// A replica has an effect only once the caller has acknowledged Started;
+// a caller that answers anything else gets no effect and loses the stream.
+func TestAnEffectWaitsForTheCallerToKnow(t *testing.T) {
+	noLeaks(t)
+	var ran atomic.Int64
+	inCall := make(chan struct{}, 1)
+	_, a, b := twoMembers(t, echoCalls(&ran, inCall))
+	b.mesh.mu.Lock()
+	p := b.mesh.peers[a.self()]
+	b.mesh.mu.Unlock()
+	s, err := p.conn.OpenStreamSync(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CancelRead(0)
+	defer s.Close()
+	r := bufio.NewReader(s)
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := appendCallRequestFrame([]byte{StreamCall}, &CallRequest{Seed: "s", Fn: "effect-then-block", TimeLeftMs: 5000})
+	if _, err := s.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := readFrame(r, maxCallReply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := decodeCallReply(raw); err != nil || !rep.Started {
+		t.Fatalf("first reply %v, %v; want Started", rep, err)
+	}
+	if _, err := s.Write([]byte{1, 9}); err != nil { // not ackStarted
+		t.Fatal(err)
+	}
+	if _, err := readFrame(r, maxCallReply); err == nil {
+		t.Fatal("the stream carried on after a bad acknowledgement")
+	}
+	if len(inCall) != 0 {
+		t.Error("the call had its effect without the caller acknowledging Started")
+	}
 }

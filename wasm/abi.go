@@ -27,8 +27,10 @@ type callState struct {
 	// cycle is set when a pln_call failed with ErrCycle, so that the
 	// guest's failure, whatever its words, is reported as ErrCycle too.
 	cycle error
-	// reached is set once the call has reached beyond its instance.
-	reached bool
+	// reached is set once the call has reached beyond its instance, and
+	// reachErr if the owner, told so, refused.
+	reached  bool
+	reachErr error
 	// warming is set while the instance runs WarmExport, for no caller.
 	warming bool
 	// turn is set while the call holds a turn to run guest code.
@@ -38,13 +40,16 @@ type callState struct {
 // reach tells the call's owner, once, that the call is about to have an
 // effect beyond its instance. Every host function with such an effect
 // calls it first.
-func (cs *callState) reach() {
+func (cs *callState) reach() error {
 	if !cs.reached {
 		cs.reached = true
 		if cs.cc.Effect != nil {
-			cs.cc.Effect()
+			if err := cs.cc.Effect(); err != nil {
+				cs.reachErr = fmt.Errorf("the call cannot reach beyond its instance: %w", err)
+			}
 		}
 	}
+	return cs.reachErr
 }
 
 // Log levels of pln_log.
@@ -115,8 +120,7 @@ func (h *Host) call(ctx context.Context, cs *callState, uri string, input []byte
 	if len(cc.Chain) >= h.cfg.MaxDepth { // the callee would refuse: save the trip
 		err = fmt.Errorf("%s: %w: %d calls deep, the limit is %d (%s); a seed probably calls itself in a loop",
 			uri, ErrCycle, len(cc.Chain), h.cfg.MaxDepth, chainText(cc.Chain))
-	} else {
-		cs.reach()
+	} else if err = cs.reach(); err == nil {
 		// Waiting for the callee is no use of a turn: let another call run.
 		held := cs.turn
 		if held {

@@ -242,7 +242,7 @@ func TestEffectIsToldBeforeTheFirstCallOut(t *testing.T) {
 	})
 	h := newHost(t, Config{}, r)
 	m := load(t, h, "hello", goGuest, Limits{})
-	cc := CallContext{Effect: func() { order = append(order, "effect"); effects.Add(1) }}
+	cc := CallContext{Effect: func() error { order = append(order, "effect"); effects.Add(1); return nil }}
 	for _, fn := range []string{"echo", "whoami", "log"} {
 		if _, err := m.Call(context.Background(), fn, []byte(`{}`), cc); err != nil {
 			t.Fatalf("%s: %v", fn, err)

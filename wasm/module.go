@@ -44,8 +44,10 @@ type CallContext struct {
 	// Effect, if set, is called once, just before the call first reaches
 	// beyond its instance (its first pln_call). Until then the call has
 	// had no effect anyone else could see, and running it again elsewhere
-	// is safe; from then on it is not.
-	Effect func()
+	// is safe; from then on it is not. If Effect fails, so does every
+	// pln_call of the call, with its error, and nothing leaves the
+	// instance.
+	Effect func() error
 }
 
 // instance is one instantiated plug-in and what its last call wrote to

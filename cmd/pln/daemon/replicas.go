@@ -383,7 +383,7 @@ var errNotHere = errors.New("no ready replica of that seed here")
 
 // runLocal runs a call on this node's replica. effect, if set, is told
 // before the call first has an effect beyond the replica.
-func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn string, input []byte, chain []string, origin oplog.Key, effect func()) ([]byte, error) {
+func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn string, input []byte, chain []string, origin oplog.Key, effect func() error) ([]byte, error) {
 	rep := r.module(s.Name, s.Digest)
 	if rep == nil {
 		return nil, fmt.Errorf("%w: %s", errNotHere, s.Name)
@@ -408,7 +408,7 @@ func (r *replicas) runLocal(ctx context.Context, s *reducers.SeedState, fn strin
 // the call began at are members: a deny takes effect on calls at once, even
 // before the denied node's links have closed. A call this node cannot take
 // is refused, and the caller tries the next replica.
-func (r *replicas) serveCall(ctx context.Context, from oplog.Key, req *netx.CallRequest, effect func()) ([]byte, error) {
+func (r *replicas) serveCall(ctx context.Context, from oplog.Key, req *netx.CallRequest, effect func() error) ([]byte, error) {
 	v := r.n.View()
 	now := r.n.nowHLC()
 	for _, k := range []oplog.Key{from, req.Origin} {

@@ -308,7 +308,7 @@ func TestDeniedNodeCannotCall(t *testing.T) {
 	defer cancel()
 	rs := ns[0].replicas.Load()
 	req := &netx.CallRequest{Seed: "hello", Fn: "echo", Input: []byte("x"), Origin: ns[2].Self()}
-	if _, err := rs.serveCall(ctx, ns[2].Self(), req, func() {}); err == nil {
+	if _, err := rs.serveCall(ctx, ns[2].Self(), req, func() error { return nil }); err == nil {
 		t.Fatal("a replica served a call from a denied node")
 	}
 	replayClean(t, cl)
@@ -342,9 +342,11 @@ func TestHostileSeedFailsClearlyWhileOthersServe(t *testing.T) {
 	waitMesh(t, cl)
 	ns := nodes(cl)
 	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1})
-	for _, h := range []string{"spin", "trap", "huge"} {
+	// Only spin needs a short timeout; the others fail on their own, which
+	// under -race on a busy machine can take longer than spin is given.
+	for h, timeout := range map[string]time.Duration{"spin": 500 * time.Millisecond, "trap": 0, "huge": 0} {
 		if _, err := seed(context.Background(), ns[0], SeedRequest{File: fixture("hostile/" + h + ".wasm"), Name: h,
-			MinReplicas: 1, MaxReplicas: 1, Timeout: 500 * time.Millisecond}); err != nil {
+			MinReplicas: 1, MaxReplicas: 1, Timeout: timeout}); err != nil {
 			t.Fatal(err)
 		}
 	}
