@@ -39,7 +39,7 @@ const (
 	maxCallInput   = 4 << 20
 	maxCallOutput  = 4 << 20
 	maxCallChain   = 64
-	maxCallRequest = maxCallInput + maxCallChain*128 + 1024
+	maxCallRequest = maxCallInput + 64<<10 // the input and every other field at its longest
 	maxCallReply   = maxCallOutput + 1024
 )
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/pln-mesh/pln/oplog"
 )
 
@@ -194,20 +196,10 @@ func TestAMalformedCallIsRefused(t *testing.T) {
 	noLeaks(t)
 	var ran atomic.Int64
 	_, a, b := twoMembers(t, echoCalls(&ran, nil))
-	b.mesh.mu.Lock()
-	p := b.mesh.peers[a.self()]
-	b.mesh.mu.Unlock()
-	s, err := p.conn.OpenStreamSync(callCtx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.CancelRead(0)
-	defer s.Close()
-	r := bufio.NewReader(s)
+	s, r := rawStream(t, b, a)
 	good := appendCallRequest(nil, &CallRequest{Seed: "s", Fn: "echo", Input: []byte("ok"), TimeLeftMs: 5000})
 	msg := append([]byte{StreamCall}, appendFrame(nil, []byte{0xff})...)
 	msg = appendFrame(msg, good)
-	s.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := s.Write(msg); err != nil {
 		t.Fatal(err)
 	}
@@ -243,17 +235,7 @@ func TestAnEffectWaitsForTheCallerToKnow(t *testing.T) {
 	var ran atomic.Int64
 	inCall := make(chan struct{}, 1)
 	_, a, b := twoMembers(t, echoCalls(&ran, inCall))
-	b.mesh.mu.Lock()
-	p := b.mesh.peers[a.self()]
-	b.mesh.mu.Unlock()
-	s, err := p.conn.OpenStreamSync(callCtx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.CancelRead(0)
-	defer s.Close()
-	r := bufio.NewReader(s)
-	s.SetDeadline(time.Now().Add(10 * time.Second))
+	s, r := rawStream(t, b, a)
 	msg := appendCallRequestFrame([]byte{StreamCall}, &CallRequest{Seed: "s", Fn: "effect-then-block", TimeLeftMs: 5000})
 	if _, err := s.Write(msg); err != nil {
 		t.Fatal(err)
@@ -274,4 +256,23 @@ func TestAnEffectWaitsForTheCallerToKnow(t *testing.T) {
 	if len(inCall) != 0 {
 		t.Error("the call had its effect without the caller acknowledging Started")
 	}
+}
+
+// rawStream opens a bare stream from one node to another, for a test to
+// speak the protocol by hand; it ends with the test.
+func rawStream(t *testing.T, from, to *testNode) (*quic.Stream, *bufio.Reader) {
+	t.Helper()
+	from.mesh.mu.Lock()
+	p := from.mesh.peers[to.self()]
+	from.mesh.mu.Unlock()
+	s, err := p.conn.OpenStreamSync(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.CancelRead(0)
+		s.Close()
+	})
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	return s, bufio.NewReader(s)
 }
