@@ -120,14 +120,16 @@ func (h *Host) call(ctx context.Context, cs *callState, uri string, input []byte
 	if len(cc.Chain) >= h.cfg.MaxDepth { // the callee would refuse: save the trip
 		err = fmt.Errorf("%s: %w: %d calls deep, the limit is %d (%s); a seed probably calls itself in a loop",
 			uri, ErrCycle, len(cc.Chain), h.cfg.MaxDepth, chainText(cc.Chain))
-	} else if err = cs.reach(); err == nil {
-		// Waiting for the callee is no use of a turn: let another call run.
+	} else {
+		// Waiting on the network is no use of a turn: let another call run.
 		held := cs.turn
 		if held {
 			cs.m.giveTurn()
 			cs.turn = false
 		}
-		out, err = h.router.Call(ctx, cc, uri, input)
+		if err = cs.reach(); err == nil {
+			out, err = h.router.Call(ctx, cc, uri, input)
+		}
 		if held {
 			if cs.turn = cs.m.takeTurn(ctx); !cs.turn && err == nil {
 				err = ctx.Err() // the call is over; the guest is stopped before it runs on
