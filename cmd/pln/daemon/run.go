@@ -137,7 +137,7 @@ func (n *Node) reportLoad(ctx context.Context) {
 		if m := v.Member(n.self); m.Active(n.nowHLC()) && m.Tier.Node() {
 			l := n.sampleLoad()
 			if last == nil || time.Since(lastAt) >= interval || materially(last, l) {
-				if _, err := n.Author(l); err != nil {
+				if err := n.report(l); err != nil {
 					n.log.Warn("load report", "err", err)
 				} else {
 					last, lastAt = l, time.Now()
@@ -156,7 +156,8 @@ func (n *Node) reportLoad(ctx context.Context) {
 // material change worth reporting early.
 const loadChecksPerInterval = 4
 
-// sampleLoad measures this node now.
+// sampleLoad measures this node now, all but the per-seed figures (see
+// report).
 func (n *Node) sampleLoad() *reducers.Load {
 	h := sampleHost()
 	l := &reducers.Load{Node: n.self, CPUMilli: h.cpuMilli, CPUUsedMilli: h.cpuUsedMilli,
@@ -167,7 +168,6 @@ func (n *Node) sampleLoad() *reducers.Load {
 		l.Coord = m.Coord()
 	}
 	if r := n.replicas.Load(); r != nil {
-		l.Seeds = r.meters.sample(time.Now(), r.saturation)
 		l.Cached = r.cached()
 		l.InFlight = r.inFlight()
 	}
@@ -185,9 +185,21 @@ func (n *Node) reportLoadNow() {
 	if m := n.View().Member(n.self); !m.Active(n.nowHLC()) || !m.Tier.Node() {
 		return
 	}
-	if _, err := n.Author(n.sampleLoad()); err != nil {
+	if err := n.report(n.sampleLoad()); err != nil {
 		n.log.Warn("load report", "err", err)
 	}
+}
+
+// report adds to l the per-seed figures since the last report, and
+// appends it. The figures are taken only here, so each report covers the
+// whole time since the one before: a burst of calls between reports
+// counts, whenever it came.
+func (n *Node) report(l *reducers.Load) error {
+	if r := n.replicas.Load(); r != nil {
+		l.Seeds = r.meters.sample(time.Now(), r.saturation)
+	}
+	_, err := n.Author(l)
+	return err
 }
 
 // materially reports whether b differs from a enough to tell the cluster

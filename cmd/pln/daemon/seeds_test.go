@@ -403,6 +403,35 @@ func TestOverloadedReplicaShedsToAnother(t *testing.T) {
 	replayClean(t, cl)
 }
 
+// Demand is what placement follows, so a node's load reports must count
+// every call, even a burst that came and went between two reports.
+func TestABurstOfCallsIsReported(t *testing.T) {
+	cl := startMesh(t, 2, meshOptions(t))
+	waitMesh(t, cl)
+	ns := nodes(cl)
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Policy: map[string]string{"name": "n0"}})
+	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	const burst = 20
+	for range burst {
+		if _, err := callOn(ns[1], "hello", "echo", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A report that follows counts it.
+	var counted int64
+	waitFor(t, 10*time.Second, "n1's load reports never counted the burst", func() bool {
+		counted = 0
+		for _, op := range logOf(t, ns[1]) {
+			if b, err := reducers.DecodeBody(op); err == nil {
+				if l, ok := b.(*reducers.Load); ok && l.Node == ns[1].Self() {
+					counted += l.Seeds["hello"].DemandMilliCPS
+				}
+			}
+		}
+		return counted > 0
+	})
+}
+
 func TestCallsPullAReplicaTowardThem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves a replica after the drain hysteresis (~15 s); skipped with -short")
