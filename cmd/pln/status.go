@@ -71,9 +71,9 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	if len(s.Seeds) > 0 {
 		fmt.Println("\nSEEDS")
-		w = table("NAME", "KIND", "DIGEST", "REPLICAS", "WANT", "READY", "WHERE", "CALLS/S")
+		w = table("NAME", "KIND", "DIGEST", "REPLICAS", "WANT", "READY", "WHERE", "COPIES", "CALLS/S")
 		for _, sd := range s.Seeds {
-			row(w, sd.Name, sd.Kind, sd.Digest[:12], fmt.Sprintf("%d:%d", sd.MinReplicas, sd.MaxReplicas), sd.Want, sd.Ready, list(sd.Where), fmt.Sprintf("%.1f", sd.CallsPerSec))
+			row(w, sd.Name, sd.Kind, sd.Digest[:12], fmt.Sprintf("%d:%d", sd.MinReplicas, sd.MaxReplicas), sd.Want, sd.Ready, list(sd.Where), len(sd.Copies), fmt.Sprintf("%.1f", sd.CallsPerSec))
 		}
 		w.Flush()
 	}

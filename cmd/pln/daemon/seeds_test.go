@@ -193,6 +193,11 @@ func TestAnArtifactIsKeptBeyondTheNodeThatRunsIt(t *testing.T) {
 		return names
 	}
 	waitFor(t, 30*time.Second, "no node but n0 ever kept the artifact", func() bool { return len(keepers()) > 0 })
+	// 'pln status' shows the copies, as the nodes' load reports tell them.
+	waitFor(t, 10*time.Second, "status never showed two copies of hello", func() bool {
+		st, err := status(context.Background(), ns[1], struct{}{})
+		return err == nil && len(st.Seeds) == 1 && len(st.Seeds[0].Copies) >= reducers.ArtifactCopies
+	})
 	// n1 may publish once n0 is gone.
 	if _, err := grant(context.Background(), ns[0], GrantRequest{Subject: ns[1].Self().String(), Tier: "publisher", Props: map[string]string{"name": "n1"}}); err != nil {
 		t.Fatal(err)

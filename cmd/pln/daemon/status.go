@@ -68,6 +68,7 @@ type SeedStatus struct {
 	Ready       int      `json:"ready"`
 	Where       []string `json:"where"`       // nodes with a ready replica
 	Placed      []string `json:"placed"`      // nodes placement chooses now
+	Copies      []string `json:"copies"`      // live nodes that hold the artifact (see reducers.Keepers)
 	CallsPerSec float64  `json:"calls_per_s"` // served, summed over the last load reports
 }
 
@@ -108,7 +109,7 @@ func status(_ context.Context, n *Node, _ struct{}) (*Status, error) {
 		sd := v.Seeds[name]
 		p := reducers.Explain(v, name, now)
 		ss := SeedStatus{Name: name, Kind: sd.Kind, Digest: sd.Digest.String(),
-			MinReplicas: sd.MinReplicas, MaxReplicas: sd.MaxReplicas, Want: p.Want, Where: []string{}, Placed: []string{}}
+			MinReplicas: sd.MinReplicas, MaxReplicas: sd.MaxReplicas, Want: p.Want, Where: []string{}, Placed: []string{}, Copies: []string{}}
 		for _, c := range v.ClaimsFor(name) {
 			if c.State == reducers.ClaimReady && c.Digest == sd.Digest && v.Live(c.Node, now) {
 				ss.Ready++
@@ -119,7 +120,11 @@ func status(_ context.Context, n *Node, _ struct{}) (*Status, error) {
 			ss.Placed = append(ss.Placed, nameOf(v, k))
 		}
 		for _, k := range v.LiveNodes(now) {
-			ss.CallsPerSec += float64(v.Loads[k].Seeds[name].ServedMilliCPS) / 1000
+			l := v.Loads[k]
+			ss.CallsPerSec += float64(l.Seeds[name].ServedMilliCPS) / 1000
+			if slices.Contains(l.Cached, sd.Digest) {
+				ss.Copies = append(ss.Copies, nameOf(v, k))
+			}
 		}
 		s.Seeds = append(s.Seeds, ss)
 	}
