@@ -224,11 +224,7 @@ func TestAnArtifactIsKeptBeyondTheNodeThatRunsIt(t *testing.T) {
 // stays live: 64 callers on the node itself call its replica as fast as
 // they can, which also keeps its collector busy.
 func TestANodeBusyWithGuestCodeStaysLive(t *testing.T) {
-	cl := startMesh(t, 2, meshOptions(t))
-	waitMesh(t, cl)
-	ns := nodes(cl)
-	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Concurrency: 128, Policy: map[string]string{"name": "n0"}})
-	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	ns := helloOnN0(t, 128)
 	stop := make(chan struct{})
 	var calls atomic.Int64
 	var wg sync.WaitGroup
@@ -408,14 +404,22 @@ func TestOverloadedReplicaShedsToAnother(t *testing.T) {
 	replayClean(t, cl)
 }
 
-// Demand is what placement follows, so a node's load reports must count
-// every call, even a burst that came and went between two reports.
-func TestABurstOfCallsIsReported(t *testing.T) {
+// helloOnN0 starts two nodes and publishes the Go guest pinned to n0, with
+// concurrency (0: the default), and waits until n1 sees it ready there.
+func helloOnN0(t *testing.T, concurrency int64) []*Node {
+	t.Helper()
 	cl := startMesh(t, 2, meshOptions(t))
 	waitMesh(t, cl)
 	ns := nodes(cl)
-	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Policy: map[string]string{"name": "n0"}})
+	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Concurrency: concurrency, Policy: map[string]string{"name": "n0"}})
 	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	return ns
+}
+
+// Demand is what placement follows, so a node's load reports must count
+// every call, even a burst that came and went between two reports.
+func TestABurstOfCallsIsReported(t *testing.T) {
+	ns := helloOnN0(t, 0)
 	const burst = 20
 	for range burst {
 		if _, err := callOn(ns[1], "hello", "echo", "x"); err != nil {
@@ -475,11 +479,7 @@ func TestCallsPullAReplicaTowardThem(t *testing.T) {
 // that left either open leaked it, and after 1,024 calls over one link the
 // next could not open a stream at all.
 func TestManyCallsOverOneLink(t *testing.T) {
-	cl := startMesh(t, 2, meshOptions(t))
-	waitMesh(t, cl)
-	ns := nodes(cl)
-	seedHello(t, ns[0], SeedRequest{MinReplicas: 1, MaxReplicas: 1, Policy: map[string]string{"name": "n0"}})
-	waitFor(t, 30*time.Second, "hello never became ready on n0", func() bool { return len(ready(ns[1], "hello")) == 1 })
+	ns := helloOnN0(t, 0)
 	for i := range 1500 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := ns[1].replicas.Load().Call(ctx, "hello", "echo", []byte("x"), nil, ns[1].Self())
